@@ -1,0 +1,292 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/diamondd/diamondd/internal/ledger"
+	"github.com/diamondd/diamondd/internal/platform/postgres"
+	"github.com/diamondd/diamondd/internal/platform/postgres/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func post(t *testing.T, pool *pgxpool.Pool, l *ledger.Ledger, j ledger.Journal) (ledger.Balance, error) {
+	t.Helper()
+	var bal ledger.Balance
+	err := postgres.WithTx(context.Background(), pool, func(tx pgx.Tx) error {
+		var err error
+		bal, err = l.Post(context.Background(), tx, j)
+		return err
+	})
+	return bal, err
+}
+
+func requireClean(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	findings, err := ledger.Verify(context.Background(), pool)
+	require.NoError(t, err)
+	require.Empty(t, findings)
+}
+
+func TestPostJournals(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.Pool(t)
+	l := ledger.New(nil, nil)
+	credit := ledger.Journal{UserID: "u1", Kind: "recharge", Reference: "recharge:o1",
+		Postings: []ledger.Posting{{ledger.Issuance("sandbox"), -600}, {ledger.Available, 600}}}
+	_, err := post(t, pool, l, credit)
+	require.NoError(t, err)
+
+	tests := []struct {
+		name    string
+		journal ledger.Journal
+		want    error
+	}{
+		{"balanced spend", ledger.Journal{UserID: "u1", Kind: "spend", Reference: "spend:1",
+			Postings: []ledger.Posting{{ledger.Available, -100}, {ledger.Spent, 100}}}, nil},
+		{"unbalanced", ledger.Journal{UserID: "u1", Kind: "spend", Reference: "spend:2",
+			Postings: []ledger.Posting{{ledger.Available, -100}, {ledger.Spent, 99}}}, ledger.ErrUnbalanced},
+		{"single posting", ledger.Journal{UserID: "u1", Kind: "spend", Reference: "spend:3",
+			Postings: []ledger.Posting{{ledger.Available, 0}}}, ledger.ErrUnbalanced},
+		{"zero amount", ledger.Journal{UserID: "u1", Kind: "spend", Reference: "spend:4",
+			Postings: []ledger.Posting{{ledger.Available, 0}, {ledger.Spent, 0}}}, ledger.ErrInvalid},
+		{"unknown account", ledger.Journal{UserID: "u1", Kind: "spend", Reference: "spend:5",
+			Postings: []ledger.Posting{{ledger.Available, -1}, {"bank", 1}}}, ledger.ErrInvalid},
+		{"duplicate reference", credit, ledger.ErrDuplicateReference},
+		{"below zero", ledger.Journal{UserID: "u1", Kind: "spend", Reference: "spend:6",
+			Postings: []ledger.Posting{{ledger.Available, -501}, {ledger.Spent, 501}}}, ledger.ErrInsufficient},
+		{"new user below zero", ledger.Journal{UserID: "u2", Kind: "spend", Reference: "spend:7",
+			Postings: []ledger.Posting{{ledger.Available, -1}, {ledger.Spent, 1}}}, ledger.ErrInsufficient},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := post(t, pool, l, tc.journal)
+			if tc.want == nil {
+				require.NoError(t, err)
+			} else {
+				require.ErrorIs(t, err, tc.want)
+			}
+		})
+	}
+	bal, err := ledger.Get(context.Background(), pool, "u1")
+	require.NoError(t, err)
+	require.Equal(t, ledger.Balance{UserID: "u1", Available: 500}, bal)
+	requireClean(t, pool)
+}
+
+// The database refuses an unbalanced journal even from code that bypasses
+// the ledger package, and refuses to rewrite history.
+func TestDatabaseGuards(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.Pool(t)
+	ctx := context.Background()
+	err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO journals (user_id, id, kind, reference) VALUES ('u', gen_random_uuid(), 'x', 'r1')`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO postings (user_id, journal_id, line, account, amount)
+			SELECT 'u', id, 1, 'available', 5 FROM journals WHERE reference = 'r1'`)
+		return err
+	})
+	require.True(t, postgres.IsCheckViolation(err, "journals_balanced"), "got %v", err)
+
+	l := ledger.New(nil, nil)
+	_, err = post(t, pool, l, ledger.Journal{UserID: "u", Kind: "recharge", Reference: "r2",
+		Postings: []ledger.Posting{{ledger.Issuance("sandbox"), -5}, {ledger.Available, 5}}})
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `UPDATE postings SET amount = 50 WHERE user_id = 'u'`)
+	require.ErrorContains(t, err, "append-only")
+	_, err = pool.Exec(ctx, `DELETE FROM journals`)
+	require.ErrorContains(t, err, "append-only")
+}
+
+func entryString(e ledger.Entry) string {
+	return fmt.Sprintf("%s/%s/%d", e.Reference, e.Account, e.Amount)
+}
+
+func TestHoldsAndDebt(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.Pool(t)
+	ctx := context.Background()
+	l := ledger.New(nil, nil)
+	run := func(fn func(tx pgx.Tx) (ledger.Balance, error)) (ledger.Balance, error) {
+		var bal ledger.Balance
+		err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+			var err error
+			bal, err = fn(tx)
+			return err
+		})
+		return bal, err
+	}
+	bal, err := run(func(tx pgx.Tx) (ledger.Balance, error) {
+		return l.Credit(ctx, tx, "u", "sandbox", 1000, "recharge:a", "")
+	})
+	require.NoError(t, err)
+	require.Equal(t, int64(1000), bal.Available)
+
+	// place, then void: back to available
+	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 300, "refund-hold:r1", "") })
+	require.NoError(t, err)
+	require.Equal(t, ledger.Balance{UserID: "u", Available: 700, Held: 300}, bal)
+	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Release(ctx, tx, "u", 300, "refund-void:r1", "") })
+	require.NoError(t, err)
+	require.Equal(t, ledger.Balance{UserID: "u", Available: 1000}, bal)
+
+	// a hold beyond available is refused and changes nothing
+	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 1001, "refund-hold:r2", "") })
+	require.ErrorIs(t, err, ledger.ErrInsufficient)
+
+	// place, then post: gone for good
+	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 400, "refund-hold:r3", "") })
+	require.NoError(t, err)
+	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
+		return l.Settle(ctx, tx, "u", 400, 400, ledger.ShortfallDebt, "refund-post:r3", "")
+	})
+	require.NoError(t, err)
+	require.Equal(t, ledger.Balance{UserID: "u", Available: 600}, bal)
+
+	// spend most, then a refund claws back more than is left: debt
+	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Spend(ctx, tx, "u", 550, "spend:s1", "") })
+	require.NoError(t, err)
+	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 50, "refund-hold:r4", "") })
+	require.NoError(t, err)
+	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
+		return l.Settle(ctx, tx, "u", 50, 200, ledger.ShortfallDebt, "refund-post:r4", "")
+	})
+	require.NoError(t, err)
+	require.Equal(t, ledger.Balance{UserID: "u", Debt: 150}, bal)
+
+	// in debt: spending is refused even with diamonds available
+	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Spend(ctx, tx, "u", 1, "spend:s2", "") })
+	require.ErrorIs(t, err, ledger.ErrInsufficient)
+
+	// the next recharge pays the debt first
+	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
+		return l.Credit(ctx, tx, "u", "sandbox", 100, "recharge:b", "")
+	})
+	require.NoError(t, err)
+	require.Equal(t, ledger.Balance{UserID: "u", Debt: 50}, bal)
+	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
+		return l.Credit(ctx, tx, "u", "sandbox", 100, "recharge:c", "")
+	})
+	require.NoError(t, err)
+	require.Equal(t, ledger.Balance{UserID: "u", Available: 50}, bal)
+
+	// write-off: the platform absorbs the shortfall, no debt
+	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 50, "refund-hold:r5", "") })
+	require.NoError(t, err)
+	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
+		return l.Settle(ctx, tx, "u", 50, 80, ledger.ShortfallWriteOff, "refund-post:r5", "")
+	})
+	require.NoError(t, err)
+	require.Equal(t, ledger.Balance{UserID: "u"}, bal)
+	var writeoff int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT sum(amount) FROM postings WHERE account = 'writeoff'`).Scan(&writeoff))
+	require.Equal(t, int64(-30), writeoff)
+
+	entries, err := ledger.Entries(ctx, pool, "u", nil, 3)
+	require.NoError(t, err)
+	require.Len(t, entries, 3)
+	// newest first: the settlement's only user line, then the hold's two
+	require.Equal(t, []string{"refund-post:r5/held/-50", "refund-hold:r5/held/50", "refund-hold:r5/available/-50"},
+		[]string{entryString(entries[0]), entryString(entries[1]), entryString(entries[2])})
+	next, err := ledger.Entries(ctx, pool, "u", &ledger.Cursor{JournalID: entries[2].JournalID, Line: entries[2].Line}, 1)
+	require.NoError(t, err)
+	require.Equal(t, "recharge:c/available/50", entryString(next[0]))
+	requireClean(t, pool)
+}
+
+// 50 goroutines spend and credit one wallet at once: no lost update, no
+// negative balance, and the projection equals the postings.
+func TestConcurrentWallet(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.Pool(t)
+	ctx := context.Background()
+	l := ledger.New(nil, nil)
+	require.NoError(t, postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+		_, err := l.Credit(ctx, tx, "hot", "sandbox", 100, "recharge:seed", "")
+		return err
+	}))
+	var credited, spent, refused atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				ref := fmt.Sprintf("%d-%d", g, i)
+				err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+					if (g+i)%2 == 0 {
+						_, err := l.Credit(ctx, tx, "hot", "sandbox", 7, "recharge:"+ref, "")
+						return err
+					}
+					_, err := l.Spend(ctx, tx, "hot", 11, "spend:"+ref, "")
+					return err
+				})
+				switch {
+				case err == nil && (g+i)%2 == 0:
+					credited.Add(7)
+				case err == nil:
+					spent.Add(11)
+				case errors.Is(err, ledger.ErrInsufficient):
+					refused.Add(1)
+				default:
+					t.Errorf("unexpected error: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	bal, err := ledger.Get(ctx, pool, "hot")
+	require.NoError(t, err)
+	require.Equal(t, 100+credited.Load()-spent.Load(), bal.Available)
+	var sum int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT sum(amount) FROM postings WHERE user_id = 'hot' AND account = 'available'`).Scan(&sum))
+	require.Equal(t, bal.Available, sum)
+	requireClean(t, pool)
+}
+
+func TestVerifyFindsCorruption(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.Pool(t)
+	ctx := context.Background()
+	l := ledger.New(nil, nil)
+	require.NoError(t, postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+		_, err := l.Credit(ctx, tx, "u", "sandbox", 60, "recharge:x", "")
+		return err
+	}))
+	requireClean(t, pool)
+	_, err := pool.Exec(ctx, `UPDATE wallets SET available = available + 1 WHERE user_id = 'u'`)
+	require.NoError(t, err)
+	findings, err := ledger.Verify(ctx, pool)
+	require.NoError(t, err)
+	require.Len(t, findings, 1)
+	require.Equal(t, "wallet differs from postings", findings[0].Check)
+	require.Contains(t, findings[0].Detail, "user u: wallet available=61")
+}
+
+func BenchmarkPostJournal(b *testing.B) {
+	pool := pgtest.Pool(b)
+	ctx := context.Background()
+	l := ledger.New(nil, nil)
+	i := 0
+	for b.Loop() {
+		i++
+		err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+			_, err := l.Credit(ctx, tx, fmt.Sprintf("u%d", i%1000), "sandbox", 10, fmt.Sprintf("recharge:%d", i), "")
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
