@@ -1,0 +1,47 @@
+# diamondd: `make dev` runs the service on embedded defaults, `make test` runs every test.
+GO       ?= go
+FUZZTIME ?= 5s
+
+.PHONY: dev test vet fuzz build generate deps bench chaos
+
+## dev: run diamondd on a throwaway PostgreSQL with the sandbox channel and demo tokens
+dev: deps
+	$(GO) run ./cmd/diamondd dev
+
+## test: vet, every test against real PostgreSQL and Redis (started by the tests), short fuzz runs
+test: deps vet
+	$(GO) test -count=1 -timeout 9m ./...
+	$(MAKE) --no-print-directory fuzz
+
+vet:
+	$(GO) vet ./...
+
+## fuzz: a short fixed-time run of each fuzz target (they must never panic)
+fuzz:
+	@set -e; for target in $$(grep -rl --include='*_test.go' '^func Fuzz' internal | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -h -o '^func Fuzz[A-Za-z0-9_]*' $$target/*_test.go | sed 's/func //'); do \
+	    echo "fuzz $$f ($$target, $(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./$$target >/dev/null || { echo "fuzz $$f failed"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./$$target; exit 1; }; \
+	  done; \
+	done
+
+build:
+	$(GO) build -o bin/diamondd ./cmd/diamondd
+
+## generate: regenerate the HTTP layer from openapi/openapi.yaml
+generate:
+	$(GO) generate ./...
+
+## deps: PostgreSQL's server binaries and redis-server; installed with apt when root, otherwise named
+deps:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || [ -n "$$PG_BIN" ] || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null 2>&1 || [ -n "$$TEST_REDIS_URL" ] || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing:$$missing. Install them with: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
