@@ -52,7 +52,7 @@ var (
 
 // Config says which tokens are accepted.
 type Config struct {
-	HMACSecret []byte           // HS256; empty disables it
+	HMACSecret []byte             // HS256; empty disables it
 	PublicKeys []crypto.PublicKey // RS256/ES256 keys without a kid
 	KeysByID   map[string]crypto.PublicKey
 	Issuer     string // checked when set

@@ -130,16 +130,16 @@ func TestSpends(t *testing.T) {
 	require.EqualValues(t, 170, r.JSON()["available"])
 
 	for name, bad := range map[string]string{
-		"negative":        `{"user_id":"u1","diamonds":-1,"reference":"g"}`,
-		"zero":            `{"user_id":"u1","diamonds":0,"reference":"g"}`,
-		"float":           `{"user_id":"u1","diamonds":1.5,"reference":"g"}`,
-		"string amount":   `{"user_id":"u1","diamonds":"5","reference":"g"}`,
-		"missing ref":     `{"user_id":"u1","diamonds":5}`,
-		"unknown field":   `{"user_id":"u1","diamonds":5,"reference":"g","extra":1}`,
-		"case smuggling":  `{"user_id":"u1","diamonds":5,"reference":"g","DIAMONDS":-5}`,
-		"not json":        `{"user_id":`,
-		"empty body":      ``,
-		"array":           `[]`,
+		"negative":       `{"user_id":"u1","diamonds":-1,"reference":"g"}`,
+		"zero":           `{"user_id":"u1","diamonds":0,"reference":"g"}`,
+		"float":          `{"user_id":"u1","diamonds":1.5,"reference":"g"}`,
+		"string amount":  `{"user_id":"u1","diamonds":"5","reference":"g"}`,
+		"missing ref":    `{"user_id":"u1","diamonds":5}`,
+		"unknown field":  `{"user_id":"u1","diamonds":5,"reference":"g","extra":1}`,
+		"case smuggling": `{"user_id":"u1","diamonds":5,"reference":"g","DIAMONDS":-5}`,
+		"not json":       `{"user_id":`,
+		"empty body":     ``,
+		"array":          `[]`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := h.Do("POST", "/v1/spends", apptest.Req{Token: svc, Key: "bad-" + name, Body: bad})

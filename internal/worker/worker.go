@@ -17,8 +17,8 @@ type Loop struct {
 	Interval time.Duration
 	// Step does one round of work and says how much it did. A step that did
 	// a full batch runs again at once instead of waiting for the interval.
-	Step  func(ctx context.Context) (done int, full bool, err error)
-	Log   *slog.Logger
+	Step func(ctx context.Context) (done int, full bool, err error)
+	Log  *slog.Logger
 }
 
 // Run repeats the step until ctx ends. A failed step is logged and retried
