@@ -103,8 +103,10 @@ func TestCheck(t *testing.T) {
 			fails: map[string]string{CheckAckedOnce: "never credited"},
 		},
 		{
-			name:  "credit of an order that was never paid",
-			plant: func(e *Expectation, o *Observation) { o.Credits = append(o.Credits, Credit{UserID: "u2", Reference: "recharge:o4", Diamonds: 60}) },
+			name: "credit of an order that was never paid",
+			plant: func(e *Expectation, o *Observation) {
+				o.Credits = append(o.Credits, Credit{UserID: "u2", Reference: "recharge:o4", Diamonds: 60})
+			},
 			fails: map[string]string{CheckNoStray: "order o4 (user u2): credited 60 diamonds but never paid"},
 		},
 		{
