@@ -19,7 +19,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/diamondd/diamondd/internal/config"
+	"github.com/diamondd/diamondd/internal/platform/redisx"
 )
 
 const usage = `usage: diamondd <command>
@@ -84,5 +87,8 @@ func run(ctx context.Context, args []string) error {
 func newLogger(level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	// go-redis logs every failed dial; route it through slog, rate limited.
+	redis.SetLogger(redisx.NewRedisLogger(log, nil))
+	return log
 }

@@ -30,6 +30,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	if err != nil {
 		return err
 	}
+	defer a.Close()
 	srv := &http.Server{
 		Handler:           a.Echo,
 		ReadHeaderTimeout: 5 * time.Second,

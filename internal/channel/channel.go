@@ -12,6 +12,8 @@ import (
 	"errors"
 	"net/http"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Channel is the one producer-side interface of the project: every payment
@@ -216,3 +218,12 @@ func (r *Registry) Get(name string) (Channel, error) {
 
 // Names lists the channels in configuration order.
 func (r *Registry) Names() []string { return append([]string(nil), r.names...) }
+
+// InDatabase is implemented by a channel that settles in diamondd's own
+// database (the monthly credit line). Its payments and refunds happen
+// synchronously inside the caller's transaction, so the order, the credit
+// line and the ledger move together; no outside call is involved.
+type InDatabase interface {
+	PayInTx(ctx context.Context, tx pgx.Tx, p Payer, o Order) (tradeNo string, err error)
+	RefundInTx(ctx context.Context, tx pgx.Tx, userID string, r RefundRequest) error
+}

@@ -29,6 +29,56 @@ type Config struct {
 	JWTAudience      string `env:"JWT_AUDIENCE"`
 
 	IdempotencyTTL time.Duration `env:"IDEMPOTENCY_TTL" envDefault:"168h"`
+
+	// Channels: which are offered, and which are switched off for maintenance.
+	Channels             []string `env:"CHANNELS" envSeparator:","`
+	ChannelsMaintenance  []string `env:"CHANNELS_MAINTENANCE" envSeparator:","`
+	SandboxWebhookSecret string   `env:"SANDBOX_WEBHOOK_SECRET"`
+	SandboxAutoSettle    bool     `env:"SANDBOX_AUTO_SETTLE"`
+	MonthlyPayMaxFen     int64    `env:"MONTHLY_PAY_MAX_FEN" envDefault:"200000"`
+
+	// Pricing.
+	DiamondsPerYuan int64  `env:"DIAMONDS_PER_YUAN" envDefault:"10"`
+	RechargeMinFen  int64  `env:"RECHARGE_MIN_FEN" envDefault:"100"`
+	RechargeMaxFen  int64  `env:"RECHARGE_MAX_FEN" envDefault:"5000000"`
+	Packages        string `env:"PACKAGES"` // id:diamonds:amount_fen[:label],... (default: the five standard packages)
+
+	OrderTTL          time.Duration `env:"ORDER_TTL" envDefault:"15m"`
+	PendingQueryAfter time.Duration `env:"PENDING_QUERY_AFTER" envDefault:"2m"`
+	WorkerInterval    time.Duration `env:"WORKER_INTERVAL" envDefault:"5s"`
+
+	// Refunds.
+	FastRefundWindow   time.Duration `env:"FAST_REFUND_WINDOW" envDefault:"24h"`
+	ReviewThresholdFen int64         `env:"REVIEW_THRESHOLD_FEN" envDefault:"100000"`
+	RefundSLA          time.Duration `env:"REFUND_SLA" envDefault:"72h"`
+	RefundPollInterval time.Duration `env:"REFUND_POLL_INTERVAL" envDefault:"1m"`
+
+	// Rate limits per user (0 switches one off).
+	RateLimitRechargePerMin int `env:"RATE_LIMIT_RECHARGE_PER_MIN" envDefault:"20"`
+	RateLimitRefundPerMin   int `env:"RATE_LIMIT_REFUND_PER_MIN" envDefault:"5"`
+
+	// Accidental-recharge rules.
+	RiskDuplicateWindow     time.Duration `env:"RISK_DUPLICATE_WINDOW" envDefault:"10m"`
+	RiskBurstWindow         time.Duration `env:"RISK_BURST_WINDOW" envDefault:"10m"`
+	RiskBurstCount          int           `env:"RISK_BURST_COUNT" envDefault:"3"`
+	RiskUnusualMultiple     int64         `env:"RISK_UNUSUAL_MULTIPLE" envDefault:"10"`
+	RiskUnusualMinFen       int64         `env:"RISK_UNUSUAL_MIN_FEN" envDefault:"50000"`
+	RiskFirstRechargeMinFen int64         `env:"RISK_FIRST_RECHARGE_MIN_FEN" envDefault:"100000"`
+}
+
+// Known channel names.
+var knownChannels = map[string]bool{"sandbox": true, "monthly_pay": true, "alipay": true, "wechatpay": true}
+
+// ChannelList is CHANNELS, or by default the sandbox (when its secret is
+// set) and the monthly credit line.
+func (c Config) ChannelList() []string {
+	if len(c.Channels) > 0 {
+		return c.Channels
+	}
+	if c.SandboxWebhookSecret != "" {
+		return []string{"sandbox", "monthly_pay"}
+	}
+	return []string{"monthly_pay"}
 }
 
 // Load reads the environment.
@@ -38,6 +88,16 @@ func Load() (Config, error) {
 		return Config{}, explain(err)
 	}
 	return c, c.Validate()
+}
+
+// Defaults is the configuration of an empty environment: every default
+// applied, nothing required set (tests start from it).
+func Defaults() Config {
+	c, err := env.ParseAsWithOptions[Config](env.Options{Environment: map[string]string{}})
+	if err != nil {
+		panic("config defaults: " + err.Error()) // the struct tags are wrong
+	}
+	return c
 }
 
 // Validate checks what the types alone do not.
@@ -58,12 +118,92 @@ func (c Config) Validate() error {
 	if c.IdempotencyTTL < 7*24*time.Hour {
 		errs = append(errs, errors.New("IDEMPOTENCY_TTL must be at least 168h (keys are kept at least 7 days)"))
 	}
+	seen := map[string]bool{}
+	for _, ch := range c.ChannelList() {
+		if !knownChannels[ch] {
+			errs = append(errs, fmt.Errorf("CHANNELS: unknown channel %q (known: sandbox, monthly_pay, alipay, wechatpay)", ch))
+		}
+		if seen[ch] {
+			errs = append(errs, fmt.Errorf("CHANNELS: %q is listed twice", ch))
+		}
+		seen[ch] = true
+	}
+	for _, ch := range c.ChannelsMaintenance {
+		if !seen[ch] {
+			errs = append(errs, fmt.Errorf("CHANNELS_MAINTENANCE: %q is not in CHANNELS", ch))
+		}
+	}
+	if seen["sandbox"] && c.SandboxWebhookSecret == "" {
+		errs = append(errs, errors.New("SANDBOX_WEBHOOK_SECRET is required when the sandbox channel is in CHANNELS"))
+	}
+	if c.DiamondsPerYuan <= 0 || c.DiamondsPerYuan > 100 {
+		errs = append(errs, errors.New("DIAMONDS_PER_YUAN must be between 1 and 100"))
+	}
+	if c.RechargeMinFen <= 0 || c.RechargeMaxFen < c.RechargeMinFen {
+		errs = append(errs, errors.New("RECHARGE_MIN_FEN must be positive and RECHARGE_MAX_FEN at least RECHARGE_MIN_FEN"))
+	}
+	if c.MonthlyPayMaxFen <= 0 {
+		errs = append(errs, errors.New("MONTHLY_PAY_MAX_FEN must be positive"))
+	}
+	if _, err := c.PackageList(); err != nil {
+		errs = append(errs, err)
+	}
+	positive := map[string]time.Duration{"ORDER_TTL": c.OrderTTL, "PENDING_QUERY_AFTER": c.PendingQueryAfter,
+		"WORKER_INTERVAL": c.WorkerInterval, "FAST_REFUND_WINDOW": c.FastRefundWindow, "REFUND_SLA": c.RefundSLA,
+		"REFUND_POLL_INTERVAL": c.RefundPollInterval, "SHUTDOWN_TIMEOUT": c.ShutdownTTL}
+	for name, d := range positive {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be a positive duration", name))
+		}
+	}
+	if c.ReviewThresholdFen <= 0 {
+		errs = append(errs, errors.New("REVIEW_THRESHOLD_FEN must be positive"))
+	}
+	if c.RateLimitRechargePerMin < 0 || c.RateLimitRefundPerMin < 0 {
+		errs = append(errs, errors.New("RATE_LIMIT_RECHARGE_PER_MIN and RATE_LIMIT_REFUND_PER_MIN must be 0 (off) or positive"))
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("LOG_LEVEL must be debug, info, warn or error, not %q", c.LogLevel))
 	}
 	return errors.Join(errs...)
+}
+
+// Package is one configured offer.
+type Package struct {
+	ID        string
+	Diamonds  int64
+	AmountFen int64
+	Label     string
+}
+
+// PackageList parses PACKAGES ("id:diamonds:amount_fen[:label],..."); empty
+// means the defaults, returned as nil.
+func (c Config) PackageList() ([]Package, error) {
+	if strings.TrimSpace(c.Packages) == "" {
+		return nil, nil
+	}
+	var out []Package
+	ids := map[string]bool{}
+	for _, item := range strings.Split(c.Packages, ",") {
+		parts := strings.SplitN(strings.TrimSpace(item), ":", 4)
+		if len(parts) < 3 || parts[0] == "" || ids[parts[0]] {
+			return nil, fmt.Errorf("PACKAGES: %q is not id:diamonds:amount_fen[:label] with a unique id", item)
+		}
+		var p Package
+		p.ID = parts[0]
+		if _, err := fmt.Sscanf(parts[1]+" "+parts[2], "%d %d", &p.Diamonds, &p.AmountFen); err != nil || p.Diamonds <= 0 || p.AmountFen <= 0 {
+			return nil, fmt.Errorf("PACKAGES: %q needs positive whole diamonds and amount_fen", item)
+		}
+		p.Label = fmt.Sprintf("%d diamonds", p.Diamonds)
+		if len(parts) == 4 && parts[3] != "" {
+			p.Label = parts[3]
+		}
+		ids[p.ID] = true
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // explain rewrites the env library's parse errors, which name Go fields, to

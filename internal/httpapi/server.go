@@ -28,26 +28,41 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/diamondd/diamondd/internal/auth"
+	"github.com/diamondd/diamondd/internal/channel"
 	"github.com/diamondd/diamondd/internal/httpapi/oapi"
 	"github.com/diamondd/diamondd/internal/ledger"
+	"github.com/diamondd/diamondd/internal/platform/redisx"
+	"github.com/diamondd/diamondd/internal/recharge"
+	"github.com/diamondd/diamondd/internal/refund"
 	"github.com/diamondd/diamondd/internal/spend"
 )
 
 // Deps is everything the handlers use, built in main.
 type Deps struct {
-	Pool     *pgxpool.Pool
-	Ledger   *ledger.Ledger
-	Spends   *spend.Service
-	Verifier *auth.Verifier
-	Log      *slog.Logger
-	Registry *prometheus.Registry
-	Now      func() time.Time
+	Pool      *pgxpool.Pool
+	Ledger    *ledger.Ledger
+	Spends    *spend.Service
+	Recharges *recharge.Service
+	Refunds   *refund.Service
+	Channels  *channel.Registry
+	Limiter   *redisx.Limiter
+	Limits    Limits
+	Verifier  *auth.Verifier
+	Log       *slog.Logger
+	Registry  *prometheus.Registry
+	Now       func() time.Time
 	// Ready reports the readiness of dependencies beyond the database
 	// (Redis); nil means there are none.
 	Ready func(ctx context.Context) map[string]string
 	// ValidateResponses checks every response against the spec and turns a
 	// mismatch into a 500 (tests and development: it buffers responses).
 	ValidateResponses bool
+}
+
+// Limits are the per-user rate limits (per minute; 0 is off).
+type Limits struct {
+	RechargePerMin int
+	RefundPerMin   int
 }
 
 // Server implements the generated strict server interface.
@@ -86,7 +101,9 @@ func New(d Deps) (*echo.Echo, error) {
 	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			req := c.Request()
-			c.SetRequest(req.WithContext(context.WithValue(req.Context(), requestIDKey{}, requestID(c))))
+			ctx := context.WithValue(req.Context(), requestIDKey{}, requestID(c))
+			ctx = context.WithValue(ctx, headerKey{}, req.Header)
+			c.SetRequest(req.WithContext(ctx))
 			return next(c)
 		}
 	})
@@ -116,6 +133,9 @@ func New(d Deps) (*echo.Echo, error) {
 			MultiError:         true,
 		},
 		DoNotValidateServers: true,
+		// Webhooks are verified on their raw body by the channel before
+		// anything parses them.
+		Skipper: func(c echo.Context) bool { return strings.HasPrefix(c.Path(), "/v1/webhooks/") },
 		ErrorHandler: func(c echo.Context, err *echo.HTTPError) error {
 			return err
 		},
@@ -139,6 +159,14 @@ func validationDetail(me openapi3.MultiError) string {
 }
 
 type principalKey struct{}
+
+type headerKey struct{}
+
+// requestHeader is the request's headers (webhooks verify some of them).
+func requestHeader(ctx context.Context) http.Header {
+	h, _ := ctx.Value(headerKey{}).(http.Header)
+	return h
+}
 
 // principal is the authenticated caller of a request.
 func principal(ctx context.Context) auth.Principal {

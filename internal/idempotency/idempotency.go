@@ -142,6 +142,30 @@ func Do(ctx context.Context, pool *pgxpool.Pool, s Scope, hash []byte, run Run, 
 	return Outcome{}, false, ErrInProgress
 }
 
+// Lookup reads a stored outcome without taking the key's lock: a fast path
+// that lets a retry be answered before any work (or channel call) starts.
+// nil means nothing is stored yet; Do still decides.
+func Lookup(ctx context.Context, db postgres.DBTX, s Scope, hash []byte) (*Outcome, error) {
+	if !ValidKey(s.Key) {
+		return nil, ErrInvalidKey
+	}
+	var storedHash, body []byte
+	var status int
+	err := db.QueryRow(ctx, `SELECT request_hash, status, body FROM idempotency_keys
+		WHERE principal = $1 AND method = $2 AND route = $3 AND key = $4`,
+		s.Principal, s.Method, s.Route, s.Key).Scan(&storedHash, &status, &body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up idempotency key: %w", err)
+	}
+	if !bytes.Equal(storedHash, hash) {
+		return nil, ErrKeyReused
+	}
+	return &Outcome{Status: status, Body: body}, nil
+}
+
 var errRace = errors.New("idempotency: concurrent insert")
 
 func deref(r *Outcome) Outcome {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/diamondd/diamondd/internal/app"
 	"github.com/diamondd/diamondd/internal/auth"
+	"github.com/diamondd/diamondd/internal/channel"
+	"github.com/diamondd/diamondd/internal/channel/sandbox"
 	"github.com/diamondd/diamondd/internal/config"
 	"github.com/diamondd/diamondd/internal/ledger"
 	"github.com/diamondd/diamondd/internal/platform/postgres/pgtest"
@@ -60,19 +63,28 @@ type Harness struct {
 
 // Defaults is the configuration tests start from.
 func Defaults() config.Config {
-	return config.Config{
-		DatabaseURL:    "set-by-harness",
-		DBMaxConns:     30,
-		HTTPAddr:       "127.0.0.1:0",
-		LogLevel:       "info",
-		JWTSecret:      Secret,
-		IdempotencyTTL: 7 * 24 * time.Hour,
-		ShutdownTTL:    time.Second,
-	}
+	c := config.Defaults()
+	c.DatabaseURL = "set-by-harness"
+	c.DBMaxConns = 30
+	c.HTTPAddr = "127.0.0.1:0"
+	c.JWTSecret = Secret
+	c.SandboxWebhookSecret = SandboxSecret
+	c.Channels = []string{"sandbox", "monthly_pay"}
+	c.ShutdownTTL = time.Second
+	return c
 }
+
+// SandboxSecret signs sandbox webhooks in tests.
+const SandboxSecret = "apptest-sandbox-secret"
 
 // New starts a service; edit adjusts the configuration first.
 func New(t testing.TB, edit ...func(*config.Config)) *Harness {
+	t.Helper()
+	return NewWith(t, nil, edit...)
+}
+
+// NewWith starts a service whose named channels are replaced (fakes).
+func NewWith(t testing.TB, channels map[string]channel.Channel, edit ...func(*config.Config)) *Harness {
 	t.Helper()
 	cfg := Defaults()
 	for _, e := range edit {
@@ -81,7 +93,7 @@ func New(t testing.TB, edit ...func(*config.Config)) *Harness {
 	require.NoError(t, cfg.Validate())
 	h := &Harness{T: t, Pool: pgtest.Pool(t), Config: cfg,
 		Clock: &Clock{now: time.Now().UTC().Truncate(time.Second)}}
-	a, err := app.New(context.Background(), cfg, app.Options{Pool: h.Pool, Now: h.Clock.Now, ValidateResponses: true})
+	a, err := app.New(context.Background(), cfg, app.Options{Pool: h.Pool, Now: h.Clock.Now, ValidateResponses: true, Channels: channels})
 	require.NoError(t, err)
 	h.App = a
 	srv := httptest.NewServer(a.Echo)
@@ -188,4 +200,72 @@ func (h *Harness) RequireClean() {
 	findings, err := ledger.Verify(context.Background(), h.Pool)
 	require.NoError(h.T, err)
 	require.Empty(h.T, findings)
+}
+
+// Webhook posts a sandbox notification signed at the harness clock's time.
+func (h *Harness) Webhook(event map[string]any) *Response {
+	h.T.Helper()
+	body, err := json.Marshal(event)
+	require.NoError(h.T, err)
+	return h.SignedWebhook(body, h.Clock.Now().Unix(), SandboxSecret)
+}
+
+// SignedWebhook posts a raw sandbox body with a timestamp and secret of the
+// test's choosing (to test refusals).
+func (h *Harness) SignedWebhook(body []byte, ts int64, secret string) *Response {
+	h.T.Helper()
+	req, err := http.NewRequest(http.MethodPost, h.URL+"/v1/webhooks/sandbox", bytes.NewReader(body))
+	require.NoError(h.T, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Sandbox-Timestamp", strconv.FormatInt(ts, 10))
+	req.Header.Set("X-Sandbox-Signature", sandbox.Sign(secret, ts, body))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(h.T, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(h.T, err)
+	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+}
+
+// Pay reports a sandbox payment of an order and requires it acknowledged.
+func (h *Harness) Pay(orderID string, amountFen int64, tradeNo, eventID string) {
+	h.T.Helper()
+	r := h.Webhook(map[string]any{"event_id": eventID, "type": "payment.succeeded", "order_id": orderID,
+		"trade_no": tradeNo, "amount_fen": amountFen})
+	require.Equal(h.T, http.StatusOK, r.Status, "webhook: %s", r.Body)
+}
+
+// Recharge creates a sandbox order for a user and returns its JSON.
+func (h *Harness) Recharge(userToken string, body map[string]any, key string) map[string]any {
+	h.T.Helper()
+	r := h.Do(http.MethodPost, "/v1/recharges", Req{Token: userToken, Key: key, Body: body})
+	require.Equal(h.T, http.StatusCreated, r.Status, "body: %s", r.Body)
+	return r.JSON()
+}
+
+// Wallet reads a user's wallet through the support API.
+func (h *Harness) Wallet(userID string) (available, held, debt int64) {
+	h.T.Helper()
+	r := h.Do(http.MethodGet, "/v1/admin/users/"+userID+"/wallet", Req{Token: h.Token("wallet-reader", auth.RoleSupport)})
+	require.Equal(h.T, http.StatusOK, r.Status, "body: %s", r.Body)
+	var w struct{ Available, Held, Debt int64 }
+	r.Decode(h.T, &w)
+	return w.Available, w.Held, w.Debt
+}
+
+// RunWorkers runs one round of every background loop, as serve would.
+func (h *Harness) RunWorkers() {
+	h.T.Helper()
+	for _, l := range h.App.Loops {
+		if _, _, err := l.Step(context.Background()); err != nil {
+			h.T.Logf("worker %s: %v", l.Name, err)
+		}
+	}
+}
+
+// JSON2 decodes a body that is a JSON array of objects.
+func (r *Response) JSON2() []map[string]any {
+	var m []map[string]any
+	_ = json.Unmarshal(r.Body, &m)
+	return m
 }

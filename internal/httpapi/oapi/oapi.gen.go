@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -19,7 +20,134 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/labstack/echo/v4"
 	"github.com/oapi-codegen/runtime"
+	openapi_types "github.com/oapi-codegen/runtime/types"
 )
+
+// Defines values for AdminRefundRequestClawback.
+const (
+	AdminRefundRequestClawbackAllowDebt   AdminRefundRequestClawback = "allow_debt"
+	AdminRefundRequestClawbackUnspentOnly AdminRefundRequestClawback = "unspent_only"
+	AdminRefundRequestClawbackWriteOff    AdminRefundRequestClawback = "write_off"
+)
+
+// Valid indicates whether the value is a known member of the AdminRefundRequestClawback enum.
+func (e AdminRefundRequestClawback) Valid() bool {
+	switch e {
+	case AdminRefundRequestClawbackAllowDebt:
+		return true
+	case AdminRefundRequestClawbackUnspentOnly:
+		return true
+	case AdminRefundRequestClawbackWriteOff:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ChannelEligibilityReasonCode.
+const (
+	AmountAboveMax     ChannelEligibilityReasonCode = "amount_above_max"
+	AmountBelowMin     ChannelEligibilityReasonCode = "amount_below_min"
+	ChannelDisabled    ChannelEligibilityReasonCode = "channel_disabled"
+	CreditFrozen       ChannelEligibilityReasonCode = "credit_frozen"
+	CreditInsufficient ChannelEligibilityReasonCode = "credit_insufficient"
+	CreditNotOpened    ChannelEligibilityReasonCode = "credit_not_opened"
+	CreditOverdue      ChannelEligibilityReasonCode = "credit_overdue"
+	LessThannil        ChannelEligibilityReasonCode = "<nil>"
+	MinorNotAllowed    ChannelEligibilityReasonCode = "minor_not_allowed"
+	RiskBlocked        ChannelEligibilityReasonCode = "risk_blocked"
+)
+
+// Valid indicates whether the value is a known member of the ChannelEligibilityReasonCode enum.
+func (e ChannelEligibilityReasonCode) Valid() bool {
+	switch e {
+	case AmountAboveMax:
+		return true
+	case AmountBelowMin:
+		return true
+	case ChannelDisabled:
+		return true
+	case CreditFrozen:
+		return true
+	case CreditInsufficient:
+		return true
+	case CreditNotOpened:
+		return true
+	case CreditOverdue:
+		return true
+	case LessThannil:
+		return true
+	case MinorNotAllowed:
+		return true
+	case RiskBlocked:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ChannelPaymentOutcome.
+const (
+	AmountMismatch ChannelPaymentOutcome = "amount_mismatch"
+	Credited       ChannelPaymentOutcome = "credited"
+	Duplicate      ChannelPaymentOutcome = "duplicate"
+)
+
+// Valid indicates whether the value is a known member of the ChannelPaymentOutcome enum.
+func (e ChannelPaymentOutcome) Valid() bool {
+	switch e {
+	case AmountMismatch:
+		return true
+	case Credited:
+		return true
+	case Duplicate:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for CreditLineStatus.
+const (
+	CreditLineStatusActive  CreditLineStatus = "active"
+	CreditLineStatusFrozen  CreditLineStatus = "frozen"
+	CreditLineStatusOverdue CreditLineStatus = "overdue"
+)
+
+// Valid indicates whether the value is a known member of the CreditLineStatus enum.
+func (e CreditLineStatus) Valid() bool {
+	switch e {
+	case CreditLineStatusActive:
+		return true
+	case CreditLineStatusFrozen:
+		return true
+	case CreditLineStatusOverdue:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for CreditLineRequestStatus.
+const (
+	CreditLineRequestStatusActive  CreditLineRequestStatus = "active"
+	CreditLineRequestStatusFrozen  CreditLineRequestStatus = "frozen"
+	CreditLineRequestStatusOverdue CreditLineRequestStatus = "overdue"
+)
+
+// Valid indicates whether the value is a known member of the CreditLineRequestStatus enum.
+func (e CreditLineRequestStatus) Valid() bool {
+	switch e {
+	case CreditLineRequestStatusActive:
+		return true
+	case CreditLineRequestStatusFrozen:
+		return true
+	case CreditLineRequestStatusOverdue:
+		return true
+	default:
+		return false
+	}
+}
 
 // Defines values for EntryAccount.
 const (
@@ -36,6 +164,24 @@ func (e EntryAccount) Valid() bool {
 	case Debt:
 		return true
 	case Held:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for EvidenceKind.
+const (
+	Text EvidenceKind = "text"
+	Url  EvidenceKind = "url"
+)
+
+// Valid indicates whether the value is a known member of the EvidenceKind enum.
+func (e EvidenceKind) Valid() bool {
+	switch e {
+	case Text:
+		return true
+	case Url:
 		return true
 	default:
 		return false
@@ -60,6 +206,275 @@ func (e ReadinessStatus) Valid() bool {
 	}
 }
 
+// Defines values for RechargeStatus.
+const (
+	RechargeStatusClosed            RechargeStatus = "closed"
+	RechargeStatusFailed            RechargeStatus = "failed"
+	RechargeStatusPaid              RechargeStatus = "paid"
+	RechargeStatusPartiallyRefunded RechargeStatus = "partially_refunded"
+	RechargeStatusPending           RechargeStatus = "pending"
+	RechargeStatusRefunded          RechargeStatus = "refunded"
+)
+
+// Valid indicates whether the value is a known member of the RechargeStatus enum.
+func (e RechargeStatus) Valid() bool {
+	switch e {
+	case RechargeStatusClosed:
+		return true
+	case RechargeStatusFailed:
+		return true
+	case RechargeStatusPaid:
+		return true
+	case RechargeStatusPartiallyRefunded:
+		return true
+	case RechargeStatusPending:
+		return true
+	case RechargeStatusRefunded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RefundClawback.
+const (
+	RefundClawbackAllowDebt   RefundClawback = "allow_debt"
+	RefundClawbackNone        RefundClawback = "none"
+	RefundClawbackUnspentOnly RefundClawback = "unspent_only"
+	RefundClawbackWriteOff    RefundClawback = "write_off"
+)
+
+// Valid indicates whether the value is a known member of the RefundClawback enum.
+func (e RefundClawback) Valid() bool {
+	switch e {
+	case RefundClawbackAllowDebt:
+		return true
+	case RefundClawbackNone:
+		return true
+	case RefundClawbackUnspentOnly:
+		return true
+	case RefundClawbackWriteOff:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RefundKind.
+const (
+	Agent            RefundKind = "agent"
+	DuplicatePayment RefundKind = "duplicate_payment"
+	User             RefundKind = "user"
+)
+
+// Valid indicates whether the value is a known member of the RefundKind enum.
+func (e RefundKind) Valid() bool {
+	switch e {
+	case Agent:
+		return true
+	case DuplicatePayment:
+		return true
+	case User:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RefundReason.
+const (
+	AccidentalRecharge RefundReason = "accidental_recharge"
+	DuplicateCharge    RefundReason = "duplicate_charge"
+	MinorRecharge      RefundReason = "minor_recharge"
+	NotReceived        RefundReason = "not_received"
+	Other              RefundReason = "other"
+)
+
+// Valid indicates whether the value is a known member of the RefundReason enum.
+func (e RefundReason) Valid() bool {
+	switch e {
+	case AccidentalRecharge:
+		return true
+	case DuplicateCharge:
+		return true
+	case MinorRecharge:
+		return true
+	case NotReceived:
+		return true
+	case Other:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RefundStatus.
+const (
+	RefundStatusApproved      RefundStatus = "approved"
+	RefundStatusCancelled     RefundStatus = "cancelled"
+	RefundStatusFailed        RefundStatus = "failed"
+	RefundStatusPendingReview RefundStatus = "pending_review"
+	RefundStatusProcessing    RefundStatus = "processing"
+	RefundStatusRejected      RefundStatus = "rejected"
+	RefundStatusSucceeded     RefundStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the RefundStatus enum.
+func (e RefundStatus) Valid() bool {
+	switch e {
+	case RefundStatusApproved:
+		return true
+	case RefundStatusCancelled:
+		return true
+	case RefundStatusFailed:
+		return true
+	case RefundStatusPendingReview:
+		return true
+	case RefundStatusProcessing:
+		return true
+	case RefundStatusRejected:
+		return true
+	case RefundStatusSucceeded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RiskFlagCode.
+const (
+	RiskFlagCodeBurst             RiskFlagCode = "burst"
+	RiskFlagCodeDuplicateRecharge RiskFlagCode = "duplicate_recharge"
+	RiskFlagCodeMinorAccount      RiskFlagCode = "minor_account"
+	RiskFlagCodeUnusualAmount     RiskFlagCode = "unusual_amount"
+)
+
+// Valid indicates whether the value is a known member of the RiskFlagCode enum.
+func (e RiskFlagCode) Valid() bool {
+	switch e {
+	case RiskFlagCodeBurst:
+		return true
+	case RiskFlagCodeDuplicateRecharge:
+		return true
+	case RiskFlagCodeMinorAccount:
+		return true
+	case RiskFlagCodeUnusualAmount:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ListRiskFlagsParamsReason.
+const (
+	ListRiskFlagsParamsReasonBurst             ListRiskFlagsParamsReason = "burst"
+	ListRiskFlagsParamsReasonDuplicateRecharge ListRiskFlagsParamsReason = "duplicate_recharge"
+	ListRiskFlagsParamsReasonMinorAccount      ListRiskFlagsParamsReason = "minor_account"
+	ListRiskFlagsParamsReasonUnusualAmount     ListRiskFlagsParamsReason = "unusual_amount"
+)
+
+// Valid indicates whether the value is a known member of the ListRiskFlagsParamsReason enum.
+func (e ListRiskFlagsParamsReason) Valid() bool {
+	switch e {
+	case ListRiskFlagsParamsReasonBurst:
+		return true
+	case ListRiskFlagsParamsReasonDuplicateRecharge:
+		return true
+	case ListRiskFlagsParamsReasonMinorAccount:
+		return true
+	case ListRiskFlagsParamsReasonUnusualAmount:
+		return true
+	default:
+		return false
+	}
+}
+
+// AdminRefundRequest defines model for AdminRefundRequest.
+type AdminRefundRequest struct {
+	AmountFen   *int64                      `json:"amount_fen,omitempty"`
+	Clawback    *AdminRefundRequestClawback `json:"clawback,omitempty"`
+	Description *string                     `json:"description,omitempty"`
+	Evidence    *[]Evidence                 `json:"evidence,omitempty"`
+	OrderId     openapi_types.UUID          `json:"order_id"`
+	ReasonCode  RefundReason                `json:"reason_code"`
+	UserId      string                      `json:"user_id"`
+}
+
+// AdminRefundRequestClawback defines model for AdminRefundRequest.Clawback.
+type AdminRefundRequestClawback string
+
+// ApproveRequest defines model for ApproveRequest.
+type ApproveRequest struct {
+	Note string `json:"note"`
+}
+
+// AuditEntry defines model for AuditEntry.
+type AuditEntry struct {
+	Action     string             `json:"action"`
+	Actor      string             `json:"actor"`
+	ActorRole  string             `json:"actor_role"`
+	After      *string            `json:"after,omitempty"`
+	At         time.Time          `json:"at"`
+	Before     *string            `json:"before,omitempty"`
+	Id         openapi_types.UUID `json:"id"`
+	Note       string             `json:"note"`
+	ObjectId   string             `json:"object_id"`
+	ObjectType string             `json:"object_type"`
+	UserId     string             `json:"user_id"`
+}
+
+// AuditList defines model for AuditList.
+type AuditList struct {
+	Items      []AuditEntry `json:"items"`
+	NextCursor *string      `json:"next_cursor"`
+}
+
+// ChannelEligibility defines model for ChannelEligibility.
+type ChannelEligibility struct {
+	Available  bool                          `json:"available"`
+	Channel    string                        `json:"channel"`
+	Reason     *string                       `json:"reason"`
+	ReasonCode *ChannelEligibilityReasonCode `json:"reason_code"`
+}
+
+// ChannelEligibilityReasonCode defines model for ChannelEligibility.ReasonCode.
+type ChannelEligibilityReasonCode string
+
+// ChannelPayment defines model for ChannelPayment.
+type ChannelPayment struct {
+	AmountFen int64                 `json:"amount_fen"`
+	Channel   string                `json:"channel"`
+	CreatedAt time.Time             `json:"created_at"`
+	Outcome   ChannelPaymentOutcome `json:"outcome"`
+	RefundId  *openapi_types.UUID   `json:"refund_id,omitempty"`
+	TradeNo   string                `json:"trade_no"`
+}
+
+// ChannelPaymentOutcome defines model for ChannelPayment.Outcome.
+type ChannelPaymentOutcome string
+
+// CreditLine defines model for CreditLine.
+type CreditLine struct {
+	AvailableFen int64            `json:"available_fen"`
+	LimitFen     int64            `json:"limit_fen"`
+	Status       CreditLineStatus `json:"status"`
+	UpdatedAt    time.Time        `json:"updated_at"`
+	UsedFen      int64            `json:"used_fen"`
+	UserId       string           `json:"user_id"`
+}
+
+// CreditLineStatus defines model for CreditLine.Status.
+type CreditLineStatus string
+
+// CreditLineRequest defines model for CreditLineRequest.
+type CreditLineRequest struct {
+	LimitFen int64                   `json:"limit_fen"`
+	Status   CreditLineRequestStatus `json:"status"`
+}
+
+// CreditLineRequestStatus defines model for CreditLineRequest.Status.
+type CreditLineRequestStatus string
+
 // Entry defines model for Entry.
 type Entry struct {
 	Account EntryAccount `json:"account"`
@@ -83,9 +498,31 @@ type EntryList struct {
 	NextCursor *string `json:"next_cursor"`
 }
 
+// Evidence defines model for Evidence.
+type Evidence struct {
+	Kind  EvidenceKind `json:"kind"`
+	Value string       `json:"value"`
+}
+
+// EvidenceKind defines model for Evidence.Kind.
+type EvidenceKind string
+
+// EvidenceRequest defines model for EvidenceRequest.
+type EvidenceRequest struct {
+	Evidence []Evidence `json:"evidence"`
+}
+
 // Health defines model for Health.
 type Health struct {
 	Status string `json:"status"`
+}
+
+// Package defines model for Package.
+type Package struct {
+	AmountFen int64  `json:"amount_fen"`
+	Diamonds  int64  `json:"diamonds"`
+	Id        string `json:"id"`
+	Label     string `json:"label"`
 }
 
 // Problem defines model for Problem.
@@ -112,6 +549,139 @@ type Readiness struct {
 // ReadinessStatus defines model for Readiness.Status.
 type ReadinessStatus string
 
+// Recharge defines model for Recharge.
+type Recharge struct {
+	AmountFen int64      `json:"amount_fen"`
+	Channel   string     `json:"channel"`
+	ClosedAt  *time.Time `json:"closed_at,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	Diamonds  int64      `json:"diamonds"`
+	ExpiresAt time.Time  `json:"expires_at"`
+
+	// Flags For support, e.g. amount_mismatch, late_payment, duplicate_payment.
+	Flags []string           `json:"flags"`
+	Id    openapi_types.UUID `json:"id"`
+
+	// Minor Support views only.
+	Minor     *bool      `json:"minor,omitempty"`
+	PackageId *string    `json:"package_id,omitempty"`
+	PaidAt    *time.Time `json:"paid_at,omitempty"`
+
+	// Pay What the client needs to pay, channel specific.
+	Pay map[string]interface{} `json:"pay"`
+
+	// Payments Support views only.
+	Payments *[]ChannelPayment `json:"payments,omitempty"`
+	Risk     *Risk             `json:"risk,omitempty"`
+	Status   RechargeStatus    `json:"status"`
+	Timeline *[]TimelineEntry  `json:"timeline,omitempty"`
+
+	// TradeNo Support views only.
+	TradeNo *string `json:"trade_no,omitempty"`
+
+	// UserId Support views only.
+	UserId *string `json:"user_id,omitempty"`
+}
+
+// RechargeStatus defines model for Recharge.Status.
+type RechargeStatus string
+
+// RechargeList defines model for RechargeList.
+type RechargeList struct {
+	Items      []Recharge `json:"items"`
+	NextCursor *string    `json:"next_cursor"`
+}
+
+// RechargeRequest Exactly one of package_id and amount_fen.
+type RechargeRequest struct {
+	AmountFen *int64  `json:"amount_fen,omitempty"`
+	Channel   string  `json:"channel"`
+	PackageId *string `json:"package_id,omitempty"`
+}
+
+// Refund defines model for Refund.
+type Refund struct {
+	AmountFen    int64          `json:"amount_fen"`
+	AutoApproved bool           `json:"auto_approved"`
+	Clawback     RefundClawback `json:"clawback"`
+	CreatedAt    time.Time      `json:"created_at"`
+	CreatedBy    *string        `json:"created_by,omitempty"`
+	DecidedBy    *string        `json:"decided_by,omitempty"`
+	Description  *string        `json:"description,omitempty"`
+
+	// Diamonds Diamonds taken back when the refund succeeds.
+	Diamonds      int64      `json:"diamonds"`
+	Evidence      []Evidence `json:"evidence"`
+	FailureReason *string    `json:"failure_reason,omitempty"`
+
+	// Held Of which held now (the rest was already spent).
+	Held *int64             `json:"held,omitempty"`
+	Id   openapi_types.UUID `json:"id"`
+	Kind RefundKind         `json:"kind"`
+
+	// OrderFlags Support views only.
+	OrderFlags    *[]string          `json:"order_flags,omitempty"`
+	OrderId       openapi_types.UUID `json:"order_id"`
+	OrderRisk     *Risk              `json:"order_risk,omitempty"`
+	Overdue       bool               `json:"overdue"`
+	ReasonCode    string             `json:"reason_code"`
+	Resubmissions int                `json:"resubmissions"`
+	SlaDeadline   *time.Time         `json:"sla_deadline"`
+	Status        RefundStatus       `json:"status"`
+	Timeline      *[]TimelineEntry   `json:"timeline,omitempty"`
+	UpdatedAt     time.Time          `json:"updated_at"`
+	UserId        *string            `json:"user_id,omitempty"`
+}
+
+// RefundClawback defines model for Refund.Clawback.
+type RefundClawback string
+
+// RefundKind defines model for Refund.Kind.
+type RefundKind string
+
+// RefundList defines model for RefundList.
+type RefundList struct {
+	Items      []Refund `json:"items"`
+	NextCursor *string  `json:"next_cursor"`
+}
+
+// RefundReason defines model for RefundReason.
+type RefundReason string
+
+// RefundRequest defines model for RefundRequest.
+type RefundRequest struct {
+	AmountFen   *int64             `json:"amount_fen,omitempty"`
+	Description *string            `json:"description,omitempty"`
+	Evidence    *[]Evidence        `json:"evidence,omitempty"`
+	OrderId     openapi_types.UUID `json:"order_id"`
+	ReasonCode  RefundReason       `json:"reason_code"`
+}
+
+// RefundStatus defines model for RefundStatus.
+type RefundStatus string
+
+// RejectRequest defines model for RejectRequest.
+type RejectRequest struct {
+	Note       string `json:"note"`
+	ReasonCode string `json:"reason_code"`
+}
+
+// Risk defines model for Risk.
+type Risk struct {
+	Flags []RiskFlag `json:"flags"`
+	Score int        `json:"score"`
+}
+
+// RiskFlag defines model for RiskFlag.
+type RiskFlag struct {
+	Code     RiskFlagCode            `json:"code"`
+	Evidence *map[string]interface{} `json:"evidence,omitempty"`
+	Score    int                     `json:"score"`
+}
+
+// RiskFlagCode defines model for RiskFlag.Code.
+type RiskFlagCode string
+
 // Spend defines model for Spend.
 type Spend struct {
 	AvailableAfter int64     `json:"available_after"`
@@ -131,6 +701,14 @@ type SpendRequest struct {
 	UserId      string  `json:"user_id"`
 }
 
+// TimelineEntry defines model for TimelineEntry.
+type TimelineEntry struct {
+	Actor  string    `json:"actor"`
+	At     time.Time `json:"at"`
+	Note   string    `json:"note"`
+	Status string    `json:"status"`
+}
+
 // Wallet defines model for Wallet.
 type Wallet struct {
 	// Available Diamonds the user can spend.
@@ -147,6 +725,9 @@ type Wallet struct {
 // Cursor defines model for Cursor.
 type Cursor = string
 
+// ID defines model for ID.
+type ID = openapi_types.UUID
+
 // IdempotencyKey defines model for IdempotencyKey.
 type IdempotencyKey = string
 
@@ -156,10 +737,80 @@ type Limit = int
 // UserID defines model for UserID.
 type UserID = string
 
+// ListAuditParams defines parameters for ListAudit.
+type ListAuditParams struct {
+	Limit  *Limit  `form:"limit,omitempty" json:"limit,omitempty"`
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// ListAdminRefundsParams defines parameters for ListAdminRefunds.
+type ListAdminRefundsParams struct {
+	Status *RefundStatus `form:"status,omitempty" json:"status,omitempty"`
+	Limit  *Limit        `form:"limit,omitempty" json:"limit,omitempty"`
+	Cursor *Cursor       `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateAdminRefundParams defines parameters for CreateAdminRefund.
+type CreateAdminRefundParams struct {
+	// IdempotencyKey Required on every POST that moves money or creates an object (400 idempotency_key_required without it); 1–255 printable ASCII.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListRiskFlagsParams defines parameters for ListRiskFlags.
+type ListRiskFlagsParams struct {
+	Reason *ListRiskFlagsParamsReason `form:"reason,omitempty" json:"reason,omitempty"`
+	Limit  *Limit                     `form:"limit,omitempty" json:"limit,omitempty"`
+	Cursor *Cursor                    `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// ListRiskFlagsParamsReason defines parameters for ListRiskFlags.
+type ListRiskFlagsParamsReason string
+
 // ListUserEntriesParams defines parameters for ListUserEntries.
 type ListUserEntriesParams struct {
 	Limit  *Limit  `form:"limit,omitempty" json:"limit,omitempty"`
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// ListUserRechargesParams defines parameters for ListUserRecharges.
+type ListUserRechargesParams struct {
+	Limit  *Limit  `form:"limit,omitempty" json:"limit,omitempty"`
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// ListUserRefundsParams defines parameters for ListUserRefunds.
+type ListUserRefundsParams struct {
+	Limit  *Limit  `form:"limit,omitempty" json:"limit,omitempty"`
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// ListChannelsParams defines parameters for ListChannels.
+type ListChannelsParams struct {
+	AmountFen *int64 `form:"amount_fen,omitempty" json:"amount_fen,omitempty"`
+}
+
+// ListRechargesParams defines parameters for ListRecharges.
+type ListRechargesParams struct {
+	Limit  *Limit  `form:"limit,omitempty" json:"limit,omitempty"`
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateRechargeParams defines parameters for CreateRecharge.
+type CreateRechargeParams struct {
+	// IdempotencyKey Required on every POST that moves money or creates an object (400 idempotency_key_required without it); 1–255 printable ASCII.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ListRefundsParams defines parameters for ListRefunds.
+type ListRefundsParams struct {
+	Limit  *Limit  `form:"limit,omitempty" json:"limit,omitempty"`
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// CreateRefundParams defines parameters for CreateRefund.
+type CreateRefundParams struct {
+	// IdempotencyKey Required on every POST that moves money or creates an object (400 idempotency_key_required without it); 1–255 printable ASCII.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // CreateSpendParams defines parameters for CreateSpend.
@@ -173,6 +824,27 @@ type ListWalletEntriesParams struct {
 	Limit  *Limit  `form:"limit,omitempty" json:"limit,omitempty"`
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
+
+// CreateAdminRefundJSONRequestBody defines body for CreateAdminRefund for application/json ContentType.
+type CreateAdminRefundJSONRequestBody = AdminRefundRequest
+
+// ApproveRefundJSONRequestBody defines body for ApproveRefund for application/json ContentType.
+type ApproveRefundJSONRequestBody = ApproveRequest
+
+// RejectRefundJSONRequestBody defines body for RejectRefund for application/json ContentType.
+type RejectRefundJSONRequestBody = RejectRequest
+
+// SetCreditLineJSONRequestBody defines body for SetCreditLine for application/json ContentType.
+type SetCreditLineJSONRequestBody = CreditLineRequest
+
+// CreateRechargeJSONRequestBody defines body for CreateRecharge for application/json ContentType.
+type CreateRechargeJSONRequestBody = RechargeRequest
+
+// CreateRefundJSONRequestBody defines body for CreateRefund for application/json ContentType.
+type CreateRefundJSONRequestBody = RefundRequest
+
+// AddRefundEvidenceJSONRequestBody defines body for AddRefundEvidence for application/json ContentType.
+type AddRefundEvidenceJSONRequestBody = EvidenceRequest
 
 // CreateSpendJSONRequestBody defines body for CreateSpend for application/json ContentType.
 type CreateSpendJSONRequestBody = SpendRequest
@@ -188,12 +860,78 @@ type ServerInterface interface {
 	// Readyz The database is reachable and migrated.
 	// (GET /readyz)
 	Readyz(ctx echo.Context) error
+	// ListAudit Every support action, newest first.
+	// (GET /v1/admin/audit)
+	ListAudit(ctx echo.Context, params ListAuditParams) error
+	// GetAdminRecharge Any order, with its timeline, channel trades and risk flags.
+	// (GET /v1/admin/recharges/{id})
+	GetAdminRecharge(ctx echo.Context, id ID) error
+	// ListAdminRefunds Refunds; with status=pending_review, the review queue (minors first, then the oldest deadline).
+	// (GET /v1/admin/refunds)
+	ListAdminRefunds(ctx echo.Context, params ListAdminRefundsParams) error
+	// CreateAdminRefund Open a refund for a user; a second agent approves it.
+	// (POST /v1/admin/refunds)
+	CreateAdminRefund(ctx echo.Context, params CreateAdminRefundParams) error
+	// GetAdminRefund Any refund, with its timeline and the order's risk flags.
+	// (GET /v1/admin/refunds/{id})
+	GetAdminRefund(ctx echo.Context, id ID) error
+	// ApproveRefund Approve a refund in review (a lead at or above the review threshold; never your own).
+	// (POST /v1/admin/refunds/{id}/approve)
+	ApproveRefund(ctx echo.Context, id ID) error
+	// RejectRefund Reject a refund in review; its diamonds return to available.
+	// (POST /v1/admin/refunds/{id}/reject)
+	RejectRefund(ctx echo.Context, id ID) error
+	// ListRiskFlags Recharges flagged by the accidental-recharge detector, newest first.
+	// (GET /v1/admin/risk/flags)
+	ListRiskFlags(ctx echo.Context, params ListRiskFlagsParams) error
+	// SetCreditLine Open or change a user's monthly_pay credit line.
+	// (PUT /v1/admin/users/{user_id}/credit-line)
+	SetCreditLine(ctx echo.Context, userId UserID) error
 	// ListUserEntries Any user's ledger lines, newest first.
 	// (GET /v1/admin/users/{user_id}/entries)
 	ListUserEntries(ctx echo.Context, userId UserID, params ListUserEntriesParams) error
+	// ListUserRecharges Any user's orders, newest first.
+	// (GET /v1/admin/users/{user_id}/recharges)
+	ListUserRecharges(ctx echo.Context, userId UserID, params ListUserRechargesParams) error
+	// ListUserRefunds Any user's refunds, newest first.
+	// (GET /v1/admin/users/{user_id}/refunds)
+	ListUserRefunds(ctx echo.Context, userId UserID, params ListUserRefundsParams) error
 	// GetUserWallet Any user's wallet.
 	// (GET /v1/admin/users/{user_id}/wallet)
 	GetUserWallet(ctx echo.Context, userId UserID) error
+	// ListChannels Every configured channel, with whether the caller can pay this amount with it.
+	// (GET /v1/channels)
+	ListChannels(ctx echo.Context, params ListChannelsParams) error
+	// ListPackages The diamond packages on offer.
+	// (GET /v1/packages)
+	ListPackages(ctx echo.Context) error
+	// ListRecharges The caller's orders, newest first.
+	// (GET /v1/recharges)
+	ListRecharges(ctx echo.Context, params ListRechargesParams) error
+	// CreateRecharge Create a recharge order.
+	// (POST /v1/recharges)
+	CreateRecharge(ctx echo.Context, params CreateRechargeParams) error
+	// GetRecharge One of the caller's orders, with its timeline.
+	// (GET /v1/recharges/{id})
+	GetRecharge(ctx echo.Context, id ID) error
+	// CancelRecharge Cancel a pending order (closes it at the channel).
+	// (POST /v1/recharges/{id}/cancel)
+	CancelRecharge(ctx echo.Context, id ID) error
+	// ListRefunds The caller's refunds, newest first.
+	// (GET /v1/refunds)
+	ListRefunds(ctx echo.Context, params ListRefundsParams) error
+	// CreateRefund Request a refund of an order.
+	// (POST /v1/refunds)
+	CreateRefund(ctx echo.Context, params CreateRefundParams) error
+	// GetRefund One of the caller's refunds, with its timeline.
+	// (GET /v1/refunds/{id})
+	GetRefund(ctx echo.Context, id ID) error
+	// CancelRefund Withdraw a refund still in review.
+	// (POST /v1/refunds/{id}/cancel)
+	CancelRefund(ctx echo.Context, id ID) error
+	// AddRefundEvidence Add evidence to a refund in review, or return a rejected one to review (at most twice).
+	// (POST /v1/refunds/{id}/evidence)
+	AddRefundEvidence(ctx echo.Context, id ID) error
 	// CreateSpend Spend a user's available diamonds (the gift service).
 	// (POST /v1/spends)
 	CreateSpend(ctx echo.Context, params CreateSpendParams) error
@@ -203,6 +941,9 @@ type ServerInterface interface {
 	// ListWalletEntries The caller's ledger lines, newest first.
 	// (GET /v1/wallet/entries)
 	ListWalletEntries(ctx echo.Context, params ListWalletEntriesParams) error
+	// ReceiveWebhook A payment channel's notification, verified by the channel's own signature on the raw body.
+	// (POST /v1/webhooks/{channel})
+	ReceiveWebhook(ctx echo.Context, channel string) error
 }
 
 // ServerInterfaceWrapper converts echo contexts to parameters.
@@ -234,6 +975,204 @@ func (w *ServerInterfaceWrapper) Readyz(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.Readyz(ctx)
+	return err
+}
+
+// ListAudit converts echo context to params.
+func (w *ServerInterfaceWrapper) ListAudit(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListAuditParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListAudit(ctx, params)
+	return err
+}
+
+// GetAdminRecharge converts echo context to params.
+func (w *ServerInterfaceWrapper) GetAdminRecharge(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetAdminRecharge(ctx, id)
+	return err
+}
+
+// ListAdminRefunds converts echo context to params.
+func (w *ServerInterfaceWrapper) ListAdminRefunds(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListAdminRefundsParams
+	// ------------- Optional query parameter "status" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "status", ctx.QueryParams(), &params.Status, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter status: %s", err))
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListAdminRefunds(ctx, params)
+	return err
+}
+
+// CreateAdminRefund converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateAdminRefund(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateAdminRefundParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateAdminRefund(ctx, params)
+	return err
+}
+
+// GetAdminRefund converts echo context to params.
+func (w *ServerInterfaceWrapper) GetAdminRefund(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetAdminRefund(ctx, id)
+	return err
+}
+
+// ApproveRefund converts echo context to params.
+func (w *ServerInterfaceWrapper) ApproveRefund(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ApproveRefund(ctx, id)
+	return err
+}
+
+// RejectRefund converts echo context to params.
+func (w *ServerInterfaceWrapper) RejectRefund(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.RejectRefund(ctx, id)
+	return err
+}
+
+// ListRiskFlags converts echo context to params.
+func (w *ServerInterfaceWrapper) ListRiskFlags(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListRiskFlagsParams
+	// ------------- Optional query parameter "reason" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "reason", ctx.QueryParams(), &params.Reason, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter reason: %s", err))
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListRiskFlags(ctx, params)
+	return err
+}
+
+// SetCreditLine converts echo context to params.
+func (w *ServerInterfaceWrapper) SetCreditLine(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "user_id" -------------
+	var userId UserID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "user_id", ctx.Param("user_id"), &userId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter user_id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.SetCreditLine(ctx, userId)
 	return err
 }
 
@@ -269,6 +1208,70 @@ func (w *ServerInterfaceWrapper) ListUserEntries(ctx echo.Context) error {
 	return err
 }
 
+// ListUserRecharges converts echo context to params.
+func (w *ServerInterfaceWrapper) ListUserRecharges(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "user_id" -------------
+	var userId UserID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "user_id", ctx.Param("user_id"), &userId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter user_id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListUserRechargesParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListUserRecharges(ctx, userId, params)
+	return err
+}
+
+// ListUserRefunds converts echo context to params.
+func (w *ServerInterfaceWrapper) ListUserRefunds(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "user_id" -------------
+	var userId UserID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "user_id", ctx.Param("user_id"), &userId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter user_id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListUserRefundsParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListUserRefunds(ctx, userId, params)
+	return err
+}
+
 // GetUserWallet converts echo context to params.
 func (w *ServerInterfaceWrapper) GetUserWallet(ctx echo.Context) error {
 	var err error
@@ -282,6 +1285,221 @@ func (w *ServerInterfaceWrapper) GetUserWallet(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetUserWallet(ctx, userId)
+	return err
+}
+
+// ListChannels converts echo context to params.
+func (w *ServerInterfaceWrapper) ListChannels(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListChannelsParams
+	// ------------- Optional query parameter "amount_fen" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "amount_fen", ctx.QueryParams(), &params.AmountFen, runtime.BindQueryParameterOptions{Type: "integer", Format: "int64"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter amount_fen: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListChannels(ctx, params)
+	return err
+}
+
+// ListPackages converts echo context to params.
+func (w *ServerInterfaceWrapper) ListPackages(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListPackages(ctx)
+	return err
+}
+
+// ListRecharges converts echo context to params.
+func (w *ServerInterfaceWrapper) ListRecharges(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListRechargesParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListRecharges(ctx, params)
+	return err
+}
+
+// CreateRecharge converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateRecharge(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateRechargeParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateRecharge(ctx, params)
+	return err
+}
+
+// GetRecharge converts echo context to params.
+func (w *ServerInterfaceWrapper) GetRecharge(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetRecharge(ctx, id)
+	return err
+}
+
+// CancelRecharge converts echo context to params.
+func (w *ServerInterfaceWrapper) CancelRecharge(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CancelRecharge(ctx, id)
+	return err
+}
+
+// ListRefunds converts echo context to params.
+func (w *ServerInterfaceWrapper) ListRefunds(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListRefundsParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListRefunds(ctx, params)
+	return err
+}
+
+// CreateRefund converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateRefund(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CreateRefundParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateRefund(ctx, params)
+	return err
+}
+
+// GetRefund converts echo context to params.
+func (w *ServerInterfaceWrapper) GetRefund(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetRefund(ctx, id)
+	return err
+}
+
+// CancelRefund converts echo context to params.
+func (w *ServerInterfaceWrapper) CancelRefund(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CancelRefund(ctx, id)
+	return err
+}
+
+// AddRefundEvidence converts echo context to params.
+func (w *ServerInterfaceWrapper) AddRefundEvidence(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AddRefundEvidence(ctx, id)
 	return err
 }
 
@@ -348,6 +1566,22 @@ func (w *ServerInterfaceWrapper) ListWalletEntries(ctx echo.Context) error {
 	return err
 }
 
+// ReceiveWebhook converts echo context to params.
+func (w *ServerInterfaceWrapper) ReceiveWebhook(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "channel" -------------
+	var channel string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "channel", ctx.Param("channel"), &channel, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter channel: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ReceiveWebhook(ctx, channel)
+	return err
+}
+
 // This is a simple interface which specifies echo.Route addition functions which
 // are present on both echo.Echo and echo.Group, since we want to allow using
 // either of them for path registration
@@ -403,6 +1637,29 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.POST(options.BaseURL+"/v1/spends", wrapper.CreateSpend, options.OperationMiddlewares["createSpend"]...)
 	router.GET(options.BaseURL+"/v1/admin/users/:user_id/wallet", wrapper.GetUserWallet, options.OperationMiddlewares["getUserWallet"]...)
 	router.GET(options.BaseURL+"/v1/admin/users/:user_id/entries", wrapper.ListUserEntries, options.OperationMiddlewares["listUserEntries"]...)
+	router.GET(options.BaseURL+"/v1/packages", wrapper.ListPackages, options.OperationMiddlewares["listPackages"]...)
+	router.GET(options.BaseURL+"/v1/channels", wrapper.ListChannels, options.OperationMiddlewares["listChannels"]...)
+	router.GET(options.BaseURL+"/v1/recharges", wrapper.ListRecharges, options.OperationMiddlewares["listRecharges"]...)
+	router.POST(options.BaseURL+"/v1/recharges", wrapper.CreateRecharge, options.OperationMiddlewares["createRecharge"]...)
+	router.GET(options.BaseURL+"/v1/recharges/:id", wrapper.GetRecharge, options.OperationMiddlewares["getRecharge"]...)
+	router.POST(options.BaseURL+"/v1/recharges/:id/cancel", wrapper.CancelRecharge, options.OperationMiddlewares["cancelRecharge"]...)
+	router.GET(options.BaseURL+"/v1/refunds", wrapper.ListRefunds, options.OperationMiddlewares["listRefunds"]...)
+	router.POST(options.BaseURL+"/v1/refunds", wrapper.CreateRefund, options.OperationMiddlewares["createRefund"]...)
+	router.GET(options.BaseURL+"/v1/refunds/:id", wrapper.GetRefund, options.OperationMiddlewares["getRefund"]...)
+	router.POST(options.BaseURL+"/v1/refunds/:id/evidence", wrapper.AddRefundEvidence, options.OperationMiddlewares["addRefundEvidence"]...)
+	router.POST(options.BaseURL+"/v1/refunds/:id/cancel", wrapper.CancelRefund, options.OperationMiddlewares["cancelRefund"]...)
+	router.GET(options.BaseURL+"/v1/admin/refunds", wrapper.ListAdminRefunds, options.OperationMiddlewares["listAdminRefunds"]...)
+	router.POST(options.BaseURL+"/v1/admin/refunds", wrapper.CreateAdminRefund, options.OperationMiddlewares["createAdminRefund"]...)
+	router.GET(options.BaseURL+"/v1/admin/refunds/:id", wrapper.GetAdminRefund, options.OperationMiddlewares["getAdminRefund"]...)
+	router.POST(options.BaseURL+"/v1/admin/refunds/:id/approve", wrapper.ApproveRefund, options.OperationMiddlewares["approveRefund"]...)
+	router.POST(options.BaseURL+"/v1/admin/refunds/:id/reject", wrapper.RejectRefund, options.OperationMiddlewares["rejectRefund"]...)
+	router.GET(options.BaseURL+"/v1/admin/users/:user_id/recharges", wrapper.ListUserRecharges, options.OperationMiddlewares["listUserRecharges"]...)
+	router.GET(options.BaseURL+"/v1/admin/users/:user_id/refunds", wrapper.ListUserRefunds, options.OperationMiddlewares["listUserRefunds"]...)
+	router.PUT(options.BaseURL+"/v1/admin/users/:user_id/credit-line", wrapper.SetCreditLine, options.OperationMiddlewares["setCreditLine"]...)
+	router.GET(options.BaseURL+"/v1/admin/recharges/:id", wrapper.GetAdminRecharge, options.OperationMiddlewares["getAdminRecharge"]...)
+	router.GET(options.BaseURL+"/v1/admin/risk/flags", wrapper.ListRiskFlags, options.OperationMiddlewares["listRiskFlags"]...)
+	router.GET(options.BaseURL+"/v1/admin/audit", wrapper.ListAudit, options.OperationMiddlewares["listAudit"]...)
+	router.POST(options.BaseURL+"/v1/webhooks/:channel", wrapper.ReceiveWebhook, options.OperationMiddlewares["receiveWebhook"]...)
 
 }
 
@@ -482,6 +1739,371 @@ func (response Readyz503JSONResponse) VisitReadyzResponse(w http.ResponseWriter)
 	return err
 }
 
+type ListAuditRequestObject struct {
+	Params ListAuditParams
+}
+
+type ListAuditResponseObject interface {
+	VisitListAuditResponse(w http.ResponseWriter) error
+}
+
+type ListAudit200JSONResponse AuditList
+
+func (response ListAudit200JSONResponse) VisitListAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAuditdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListAuditdefaultApplicationProblemPlusJSONResponse) VisitListAuditResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetAdminRechargeRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type GetAdminRechargeResponseObject interface {
+	VisitGetAdminRechargeResponse(w http.ResponseWriter) error
+}
+
+type GetAdminRecharge200JSONResponse Recharge
+
+func (response GetAdminRecharge200JSONResponse) VisitGetAdminRechargeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetAdminRechargedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetAdminRechargedefaultApplicationProblemPlusJSONResponse) VisitGetAdminRechargeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAdminRefundsRequestObject struct {
+	Params ListAdminRefundsParams
+}
+
+type ListAdminRefundsResponseObject interface {
+	VisitListAdminRefundsResponse(w http.ResponseWriter) error
+}
+
+type ListAdminRefunds200JSONResponse RefundList
+
+func (response ListAdminRefunds200JSONResponse) VisitListAdminRefundsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAdminRefundsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListAdminRefundsdefaultApplicationProblemPlusJSONResponse) VisitListAdminRefundsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateAdminRefundRequestObject struct {
+	Params CreateAdminRefundParams
+	Body   *CreateAdminRefundJSONRequestBody
+}
+
+type CreateAdminRefundResponseObject interface {
+	VisitCreateAdminRefundResponse(w http.ResponseWriter) error
+}
+
+type CreateAdminRefund201ResponseHeaders struct {
+	IdempotentReplayed *string
+}
+
+type CreateAdminRefund201JSONResponse struct {
+	Body    Refund
+	Headers CreateAdminRefund201ResponseHeaders
+}
+
+func (response CreateAdminRefund201JSONResponse) VisitCreateAdminRefundResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.IdempotentReplayed != nil {
+		w.Header().Set("Idempotent-Replayed", fmt.Sprint(*response.Headers.IdempotentReplayed))
+	}
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateAdminRefunddefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateAdminRefunddefaultApplicationProblemPlusJSONResponse) VisitCreateAdminRefundResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetAdminRefundRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type GetAdminRefundResponseObject interface {
+	VisitGetAdminRefundResponse(w http.ResponseWriter) error
+}
+
+type GetAdminRefund200JSONResponse Refund
+
+func (response GetAdminRefund200JSONResponse) VisitGetAdminRefundResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetAdminRefunddefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetAdminRefunddefaultApplicationProblemPlusJSONResponse) VisitGetAdminRefundResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ApproveRefundRequestObject struct {
+	Id   ID `json:"id"`
+	Body *ApproveRefundJSONRequestBody
+}
+
+type ApproveRefundResponseObject interface {
+	VisitApproveRefundResponse(w http.ResponseWriter) error
+}
+
+type ApproveRefund200JSONResponse Refund
+
+func (response ApproveRefund200JSONResponse) VisitApproveRefundResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ApproveRefunddefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ApproveRefunddefaultApplicationProblemPlusJSONResponse) VisitApproveRefundResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RejectRefundRequestObject struct {
+	Id   ID `json:"id"`
+	Body *RejectRefundJSONRequestBody
+}
+
+type RejectRefundResponseObject interface {
+	VisitRejectRefundResponse(w http.ResponseWriter) error
+}
+
+type RejectRefund200JSONResponse Refund
+
+func (response RejectRefund200JSONResponse) VisitRejectRefundResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RejectRefunddefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response RejectRefunddefaultApplicationProblemPlusJSONResponse) VisitRejectRefundResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRiskFlagsRequestObject struct {
+	Params ListRiskFlagsParams
+}
+
+type ListRiskFlagsResponseObject interface {
+	VisitListRiskFlagsResponse(w http.ResponseWriter) error
+}
+
+type ListRiskFlags200JSONResponse RechargeList
+
+func (response ListRiskFlags200JSONResponse) VisitListRiskFlagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRiskFlagsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListRiskFlagsdefaultApplicationProblemPlusJSONResponse) VisitListRiskFlagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetCreditLineRequestObject struct {
+	UserId UserID `json:"user_id"`
+	Body   *SetCreditLineJSONRequestBody
+}
+
+type SetCreditLineResponseObject interface {
+	VisitSetCreditLineResponse(w http.ResponseWriter) error
+}
+
+type SetCreditLine200JSONResponse CreditLine
+
+func (response SetCreditLine200JSONResponse) VisitSetCreditLineResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SetCreditLinedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response SetCreditLinedefaultApplicationProblemPlusJSONResponse) VisitSetCreditLineResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type ListUserEntriesRequestObject struct {
 	UserId UserID `json:"user_id"`
 	Params ListUserEntriesParams
@@ -522,6 +2144,86 @@ func (response ListUserEntriesdefaultApplicationProblemPlusJSONResponse) VisitLi
 	return err
 }
 
+type ListUserRechargesRequestObject struct {
+	UserId UserID `json:"user_id"`
+	Params ListUserRechargesParams
+}
+
+type ListUserRechargesResponseObject interface {
+	VisitListUserRechargesResponse(w http.ResponseWriter) error
+}
+
+type ListUserRecharges200JSONResponse RechargeList
+
+func (response ListUserRecharges200JSONResponse) VisitListUserRechargesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListUserRechargesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListUserRechargesdefaultApplicationProblemPlusJSONResponse) VisitListUserRechargesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListUserRefundsRequestObject struct {
+	UserId UserID `json:"user_id"`
+	Params ListUserRefundsParams
+}
+
+type ListUserRefundsResponseObject interface {
+	VisitListUserRefundsResponse(w http.ResponseWriter) error
+}
+
+type ListUserRefunds200JSONResponse RefundList
+
+func (response ListUserRefunds200JSONResponse) VisitListUserRefundsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListUserRefundsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListUserRefundsdefaultApplicationProblemPlusJSONResponse) VisitListUserRefundsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetUserWalletRequestObject struct {
 	UserId UserID `json:"user_id"`
 }
@@ -550,6 +2252,457 @@ type GetUserWalletdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response GetUserWalletdefaultApplicationProblemPlusJSONResponse) VisitGetUserWalletResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListChannelsRequestObject struct {
+	Params ListChannelsParams
+}
+
+type ListChannelsResponseObject interface {
+	VisitListChannelsResponse(w http.ResponseWriter) error
+}
+
+type ListChannels200JSONResponse []ChannelEligibility
+
+func (response ListChannels200JSONResponse) VisitListChannelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListChannelsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListChannelsdefaultApplicationProblemPlusJSONResponse) VisitListChannelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPackagesRequestObject struct {
+}
+
+type ListPackagesResponseObject interface {
+	VisitListPackagesResponse(w http.ResponseWriter) error
+}
+
+type ListPackages200JSONResponse []Package
+
+func (response ListPackages200JSONResponse) VisitListPackagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListPackagesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListPackagesdefaultApplicationProblemPlusJSONResponse) VisitListPackagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRechargesRequestObject struct {
+	Params ListRechargesParams
+}
+
+type ListRechargesResponseObject interface {
+	VisitListRechargesResponse(w http.ResponseWriter) error
+}
+
+type ListRecharges200JSONResponse RechargeList
+
+func (response ListRecharges200JSONResponse) VisitListRechargesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRechargesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListRechargesdefaultApplicationProblemPlusJSONResponse) VisitListRechargesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateRechargeRequestObject struct {
+	Params CreateRechargeParams
+	Body   *CreateRechargeJSONRequestBody
+}
+
+type CreateRechargeResponseObject interface {
+	VisitCreateRechargeResponse(w http.ResponseWriter) error
+}
+
+type CreateRecharge201ResponseHeaders struct {
+	IdempotentReplayed *string
+}
+
+type CreateRecharge201JSONResponse struct {
+	Body    Recharge
+	Headers CreateRecharge201ResponseHeaders
+}
+
+func (response CreateRecharge201JSONResponse) VisitCreateRechargeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.IdempotentReplayed != nil {
+		w.Header().Set("Idempotent-Replayed", fmt.Sprint(*response.Headers.IdempotentReplayed))
+	}
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateRechargedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateRechargedefaultApplicationProblemPlusJSONResponse) VisitCreateRechargeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRechargeRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type GetRechargeResponseObject interface {
+	VisitGetRechargeResponse(w http.ResponseWriter) error
+}
+
+type GetRecharge200JSONResponse Recharge
+
+func (response GetRecharge200JSONResponse) VisitGetRechargeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRechargedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetRechargedefaultApplicationProblemPlusJSONResponse) VisitGetRechargeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CancelRechargeRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type CancelRechargeResponseObject interface {
+	VisitCancelRechargeResponse(w http.ResponseWriter) error
+}
+
+type CancelRecharge200JSONResponse Recharge
+
+func (response CancelRecharge200JSONResponse) VisitCancelRechargeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CancelRechargedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CancelRechargedefaultApplicationProblemPlusJSONResponse) VisitCancelRechargeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRefundsRequestObject struct {
+	Params ListRefundsParams
+}
+
+type ListRefundsResponseObject interface {
+	VisitListRefundsResponse(w http.ResponseWriter) error
+}
+
+type ListRefunds200JSONResponse RefundList
+
+func (response ListRefunds200JSONResponse) VisitListRefundsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListRefundsdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListRefundsdefaultApplicationProblemPlusJSONResponse) VisitListRefundsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateRefundRequestObject struct {
+	Params CreateRefundParams
+	Body   *CreateRefundJSONRequestBody
+}
+
+type CreateRefundResponseObject interface {
+	VisitCreateRefundResponse(w http.ResponseWriter) error
+}
+
+type CreateRefund201ResponseHeaders struct {
+	IdempotentReplayed *string
+}
+
+type CreateRefund201JSONResponse struct {
+	Body    Refund
+	Headers CreateRefund201ResponseHeaders
+}
+
+func (response CreateRefund201JSONResponse) VisitCreateRefundResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.IdempotentReplayed != nil {
+		w.Header().Set("Idempotent-Replayed", fmt.Sprint(*response.Headers.IdempotentReplayed))
+	}
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateRefunddefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CreateRefunddefaultApplicationProblemPlusJSONResponse) VisitCreateRefundResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRefundRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type GetRefundResponseObject interface {
+	VisitGetRefundResponse(w http.ResponseWriter) error
+}
+
+type GetRefund200JSONResponse Refund
+
+func (response GetRefund200JSONResponse) VisitGetRefundResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetRefunddefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response GetRefunddefaultApplicationProblemPlusJSONResponse) VisitGetRefundResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CancelRefundRequestObject struct {
+	Id ID `json:"id"`
+}
+
+type CancelRefundResponseObject interface {
+	VisitCancelRefundResponse(w http.ResponseWriter) error
+}
+
+type CancelRefund200JSONResponse Refund
+
+func (response CancelRefund200JSONResponse) VisitCancelRefundResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CancelRefunddefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response CancelRefunddefaultApplicationProblemPlusJSONResponse) VisitCancelRefundResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AddRefundEvidenceRequestObject struct {
+	Id   ID `json:"id"`
+	Body *AddRefundEvidenceJSONRequestBody
+}
+
+type AddRefundEvidenceResponseObject interface {
+	VisitAddRefundEvidenceResponse(w http.ResponseWriter) error
+}
+
+type AddRefundEvidence200JSONResponse Refund
+
+func (response AddRefundEvidence200JSONResponse) VisitAddRefundEvidenceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AddRefundEvidencedefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response AddRefundEvidencedefaultApplicationProblemPlusJSONResponse) VisitAddRefundEvidenceResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -688,6 +2841,71 @@ func (response ListWalletEntriesdefaultApplicationProblemPlusJSONResponse) Visit
 	return err
 }
 
+type ReceiveWebhookRequestObject struct {
+	Channel string `json:"channel"`
+	Body    io.Reader
+}
+
+type ReceiveWebhookResponseObject interface {
+	VisitReceiveWebhookResponse(w http.ResponseWriter) error
+}
+
+type ReceiveWebhook204Response struct {
+}
+
+func (response ReceiveWebhook204Response) VisitReceiveWebhookResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type ReceiveWebhookdefaultJSONResponse struct {
+	Body       map[string]interface{}
+	StatusCode int
+}
+
+func (response ReceiveWebhookdefaultJSONResponse) VisitReceiveWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReceiveWebhookdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ReceiveWebhookdefaultApplicationProblemPlusJSONResponse) VisitReceiveWebhookResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReceiveWebhookdefaultTextResponse struct {
+	Body       string
+	StatusCode int
+}
+
+func (response ReceiveWebhookdefaultTextResponse) VisitReceiveWebhookResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/plain")
+	w.WriteHeader(response.StatusCode)
+
+	_, err := w.Write([]byte(fmt.Sprint(response.Body)))
+	return err
+}
+
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
 	// Healthz The process is up.
@@ -699,12 +2917,78 @@ type StrictServerInterface interface {
 	// Readyz The database is reachable and migrated.
 	// (GET /readyz)
 	Readyz(ctx context.Context, request ReadyzRequestObject) (ReadyzResponseObject, error)
+	// ListAudit Every support action, newest first.
+	// (GET /v1/admin/audit)
+	ListAudit(ctx context.Context, request ListAuditRequestObject) (ListAuditResponseObject, error)
+	// GetAdminRecharge Any order, with its timeline, channel trades and risk flags.
+	// (GET /v1/admin/recharges/{id})
+	GetAdminRecharge(ctx context.Context, request GetAdminRechargeRequestObject) (GetAdminRechargeResponseObject, error)
+	// ListAdminRefunds Refunds; with status=pending_review, the review queue (minors first, then the oldest deadline).
+	// (GET /v1/admin/refunds)
+	ListAdminRefunds(ctx context.Context, request ListAdminRefundsRequestObject) (ListAdminRefundsResponseObject, error)
+	// CreateAdminRefund Open a refund for a user; a second agent approves it.
+	// (POST /v1/admin/refunds)
+	CreateAdminRefund(ctx context.Context, request CreateAdminRefundRequestObject) (CreateAdminRefundResponseObject, error)
+	// GetAdminRefund Any refund, with its timeline and the order's risk flags.
+	// (GET /v1/admin/refunds/{id})
+	GetAdminRefund(ctx context.Context, request GetAdminRefundRequestObject) (GetAdminRefundResponseObject, error)
+	// ApproveRefund Approve a refund in review (a lead at or above the review threshold; never your own).
+	// (POST /v1/admin/refunds/{id}/approve)
+	ApproveRefund(ctx context.Context, request ApproveRefundRequestObject) (ApproveRefundResponseObject, error)
+	// RejectRefund Reject a refund in review; its diamonds return to available.
+	// (POST /v1/admin/refunds/{id}/reject)
+	RejectRefund(ctx context.Context, request RejectRefundRequestObject) (RejectRefundResponseObject, error)
+	// ListRiskFlags Recharges flagged by the accidental-recharge detector, newest first.
+	// (GET /v1/admin/risk/flags)
+	ListRiskFlags(ctx context.Context, request ListRiskFlagsRequestObject) (ListRiskFlagsResponseObject, error)
+	// SetCreditLine Open or change a user's monthly_pay credit line.
+	// (PUT /v1/admin/users/{user_id}/credit-line)
+	SetCreditLine(ctx context.Context, request SetCreditLineRequestObject) (SetCreditLineResponseObject, error)
 	// ListUserEntries Any user's ledger lines, newest first.
 	// (GET /v1/admin/users/{user_id}/entries)
 	ListUserEntries(ctx context.Context, request ListUserEntriesRequestObject) (ListUserEntriesResponseObject, error)
+	// ListUserRecharges Any user's orders, newest first.
+	// (GET /v1/admin/users/{user_id}/recharges)
+	ListUserRecharges(ctx context.Context, request ListUserRechargesRequestObject) (ListUserRechargesResponseObject, error)
+	// ListUserRefunds Any user's refunds, newest first.
+	// (GET /v1/admin/users/{user_id}/refunds)
+	ListUserRefunds(ctx context.Context, request ListUserRefundsRequestObject) (ListUserRefundsResponseObject, error)
 	// GetUserWallet Any user's wallet.
 	// (GET /v1/admin/users/{user_id}/wallet)
 	GetUserWallet(ctx context.Context, request GetUserWalletRequestObject) (GetUserWalletResponseObject, error)
+	// ListChannels Every configured channel, with whether the caller can pay this amount with it.
+	// (GET /v1/channels)
+	ListChannels(ctx context.Context, request ListChannelsRequestObject) (ListChannelsResponseObject, error)
+	// ListPackages The diamond packages on offer.
+	// (GET /v1/packages)
+	ListPackages(ctx context.Context, request ListPackagesRequestObject) (ListPackagesResponseObject, error)
+	// ListRecharges The caller's orders, newest first.
+	// (GET /v1/recharges)
+	ListRecharges(ctx context.Context, request ListRechargesRequestObject) (ListRechargesResponseObject, error)
+	// CreateRecharge Create a recharge order.
+	// (POST /v1/recharges)
+	CreateRecharge(ctx context.Context, request CreateRechargeRequestObject) (CreateRechargeResponseObject, error)
+	// GetRecharge One of the caller's orders, with its timeline.
+	// (GET /v1/recharges/{id})
+	GetRecharge(ctx context.Context, request GetRechargeRequestObject) (GetRechargeResponseObject, error)
+	// CancelRecharge Cancel a pending order (closes it at the channel).
+	// (POST /v1/recharges/{id}/cancel)
+	CancelRecharge(ctx context.Context, request CancelRechargeRequestObject) (CancelRechargeResponseObject, error)
+	// ListRefunds The caller's refunds, newest first.
+	// (GET /v1/refunds)
+	ListRefunds(ctx context.Context, request ListRefundsRequestObject) (ListRefundsResponseObject, error)
+	// CreateRefund Request a refund of an order.
+	// (POST /v1/refunds)
+	CreateRefund(ctx context.Context, request CreateRefundRequestObject) (CreateRefundResponseObject, error)
+	// GetRefund One of the caller's refunds, with its timeline.
+	// (GET /v1/refunds/{id})
+	GetRefund(ctx context.Context, request GetRefundRequestObject) (GetRefundResponseObject, error)
+	// CancelRefund Withdraw a refund still in review.
+	// (POST /v1/refunds/{id}/cancel)
+	CancelRefund(ctx context.Context, request CancelRefundRequestObject) (CancelRefundResponseObject, error)
+	// AddRefundEvidence Add evidence to a refund in review, or return a rejected one to review (at most twice).
+	// (POST /v1/refunds/{id}/evidence)
+	AddRefundEvidence(ctx context.Context, request AddRefundEvidenceRequestObject) (AddRefundEvidenceResponseObject, error)
 	// CreateSpend Spend a user's available diamonds (the gift service).
 	// (POST /v1/spends)
 	CreateSpend(ctx context.Context, request CreateSpendRequestObject) (CreateSpendResponseObject, error)
@@ -714,6 +2998,9 @@ type StrictServerInterface interface {
 	// ListWalletEntries The caller's ledger lines, newest first.
 	// (GET /v1/wallet/entries)
 	ListWalletEntries(ctx context.Context, request ListWalletEntriesRequestObject) (ListWalletEntriesResponseObject, error)
+	// ReceiveWebhook A payment channel's notification, verified by the channel's own signature on the raw body.
+	// (POST /v1/webhooks/{channel})
+	ReceiveWebhook(ctx context.Context, request ReceiveWebhookRequestObject) (ReceiveWebhookResponseObject, error)
 }
 
 type StrictHandlerFunc func(ctx echo.Context, request any) (any, error)
@@ -797,6 +3084,323 @@ func (sh *strictHandler) Readyz(ctx echo.Context) error {
 	return nil
 }
 
+// ListAudit operation middleware
+func (sh *strictHandler) ListAudit(ctx echo.Context, params ListAuditParams) error {
+	var request ListAuditRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListAudit(ctx.Request().Context(), request.(ListAuditRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListAudit")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListAuditResponseObject); ok {
+		return validResponse.VisitListAuditResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// GetAdminRecharge operation middleware
+func (sh *strictHandler) GetAdminRecharge(ctx echo.Context, id ID) error {
+	var request GetAdminRechargeRequestObject
+
+	request.Id = id
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetAdminRecharge(ctx.Request().Context(), request.(GetAdminRechargeRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetAdminRecharge")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetAdminRechargeResponseObject); ok {
+		return validResponse.VisitGetAdminRechargeResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListAdminRefunds operation middleware
+func (sh *strictHandler) ListAdminRefunds(ctx echo.Context, params ListAdminRefundsParams) error {
+	var request ListAdminRefundsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListAdminRefunds(ctx.Request().Context(), request.(ListAdminRefundsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListAdminRefunds")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListAdminRefundsResponseObject); ok {
+		return validResponse.VisitListAdminRefundsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateAdminRefund operation middleware
+func (sh *strictHandler) CreateAdminRefund(ctx echo.Context, params CreateAdminRefundParams) error {
+	var request CreateAdminRefundRequestObject
+
+	request.Params = params
+
+	var body CreateAdminRefundJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateAdminRefund(ctx.Request().Context(), request.(CreateAdminRefundRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateAdminRefund")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateAdminRefundResponseObject); ok {
+		return validResponse.VisitCreateAdminRefundResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// GetAdminRefund operation middleware
+func (sh *strictHandler) GetAdminRefund(ctx echo.Context, id ID) error {
+	var request GetAdminRefundRequestObject
+
+	request.Id = id
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetAdminRefund(ctx.Request().Context(), request.(GetAdminRefundRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetAdminRefund")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetAdminRefundResponseObject); ok {
+		return validResponse.VisitGetAdminRefundResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ApproveRefund operation middleware
+func (sh *strictHandler) ApproveRefund(ctx echo.Context, id ID) error {
+	var request ApproveRefundRequestObject
+
+	request.Id = id
+
+	var body ApproveRefundJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ApproveRefund(ctx.Request().Context(), request.(ApproveRefundRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ApproveRefund")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ApproveRefundResponseObject); ok {
+		return validResponse.VisitApproveRefundResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// RejectRefund operation middleware
+func (sh *strictHandler) RejectRefund(ctx echo.Context, id ID) error {
+	var request RejectRefundRequestObject
+
+	request.Id = id
+
+	var body RejectRefundJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.RejectRefund(ctx.Request().Context(), request.(RejectRefundRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RejectRefund")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(RejectRefundResponseObject); ok {
+		return validResponse.VisitRejectRefundResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListRiskFlags operation middleware
+func (sh *strictHandler) ListRiskFlags(ctx echo.Context, params ListRiskFlagsParams) error {
+	var request ListRiskFlagsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListRiskFlags(ctx.Request().Context(), request.(ListRiskFlagsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListRiskFlags")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListRiskFlagsResponseObject); ok {
+		return validResponse.VisitListRiskFlagsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// SetCreditLine operation middleware
+func (sh *strictHandler) SetCreditLine(ctx echo.Context, userId UserID) error {
+	var request SetCreditLineRequestObject
+
+	request.UserId = userId
+
+	var body SetCreditLineJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.SetCreditLine(ctx.Request().Context(), request.(SetCreditLineRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "SetCreditLine")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(SetCreditLineResponseObject); ok {
+		return validResponse.VisitSetCreditLineResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // ListUserEntries operation middleware
 func (sh *strictHandler) ListUserEntries(ctx echo.Context, userId UserID, params ListUserEntriesParams) error {
 	var request ListUserEntriesRequestObject
@@ -823,6 +3427,58 @@ func (sh *strictHandler) ListUserEntries(ctx echo.Context, userId UserID, params
 	return nil
 }
 
+// ListUserRecharges operation middleware
+func (sh *strictHandler) ListUserRecharges(ctx echo.Context, userId UserID, params ListUserRechargesParams) error {
+	var request ListUserRechargesRequestObject
+
+	request.UserId = userId
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListUserRecharges(ctx.Request().Context(), request.(ListUserRechargesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListUserRecharges")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListUserRechargesResponseObject); ok {
+		return validResponse.VisitListUserRechargesResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListUserRefunds operation middleware
+func (sh *strictHandler) ListUserRefunds(ctx echo.Context, userId UserID, params ListUserRefundsParams) error {
+	var request ListUserRefundsRequestObject
+
+	request.UserId = userId
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListUserRefunds(ctx.Request().Context(), request.(ListUserRefundsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListUserRefunds")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListUserRefundsResponseObject); ok {
+		return validResponse.VisitListUserRefundsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // GetUserWallet operation middleware
 func (sh *strictHandler) GetUserWallet(ctx echo.Context, userId UserID) error {
 	var request GetUserWalletRequestObject
@@ -842,6 +3498,348 @@ func (sh *strictHandler) GetUserWallet(ctx echo.Context, userId UserID) error {
 		return err
 	} else if validResponse, ok := response.(GetUserWalletResponseObject); ok {
 		return validResponse.VisitGetUserWalletResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListChannels operation middleware
+func (sh *strictHandler) ListChannels(ctx echo.Context, params ListChannelsParams) error {
+	var request ListChannelsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListChannels(ctx.Request().Context(), request.(ListChannelsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListChannels")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListChannelsResponseObject); ok {
+		return validResponse.VisitListChannelsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListPackages operation middleware
+func (sh *strictHandler) ListPackages(ctx echo.Context) error {
+	var request ListPackagesRequestObject
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListPackages(ctx.Request().Context(), request.(ListPackagesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListPackages")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListPackagesResponseObject); ok {
+		return validResponse.VisitListPackagesResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListRecharges operation middleware
+func (sh *strictHandler) ListRecharges(ctx echo.Context, params ListRechargesParams) error {
+	var request ListRechargesRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListRecharges(ctx.Request().Context(), request.(ListRechargesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListRecharges")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListRechargesResponseObject); ok {
+		return validResponse.VisitListRechargesResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateRecharge operation middleware
+func (sh *strictHandler) CreateRecharge(ctx echo.Context, params CreateRechargeParams) error {
+	var request CreateRechargeRequestObject
+
+	request.Params = params
+
+	var body CreateRechargeJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateRecharge(ctx.Request().Context(), request.(CreateRechargeRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateRecharge")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateRechargeResponseObject); ok {
+		return validResponse.VisitCreateRechargeResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// GetRecharge operation middleware
+func (sh *strictHandler) GetRecharge(ctx echo.Context, id ID) error {
+	var request GetRechargeRequestObject
+
+	request.Id = id
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetRecharge(ctx.Request().Context(), request.(GetRechargeRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetRecharge")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetRechargeResponseObject); ok {
+		return validResponse.VisitGetRechargeResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CancelRecharge operation middleware
+func (sh *strictHandler) CancelRecharge(ctx echo.Context, id ID) error {
+	var request CancelRechargeRequestObject
+
+	request.Id = id
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CancelRecharge(ctx.Request().Context(), request.(CancelRechargeRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CancelRecharge")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CancelRechargeResponseObject); ok {
+		return validResponse.VisitCancelRechargeResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListRefunds operation middleware
+func (sh *strictHandler) ListRefunds(ctx echo.Context, params ListRefundsParams) error {
+	var request ListRefundsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListRefunds(ctx.Request().Context(), request.(ListRefundsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListRefunds")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListRefundsResponseObject); ok {
+		return validResponse.VisitListRefundsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateRefund operation middleware
+func (sh *strictHandler) CreateRefund(ctx echo.Context, params CreateRefundParams) error {
+	var request CreateRefundRequestObject
+
+	request.Params = params
+
+	var body CreateRefundJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateRefund(ctx.Request().Context(), request.(CreateRefundRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateRefund")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateRefundResponseObject); ok {
+		return validResponse.VisitCreateRefundResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// GetRefund operation middleware
+func (sh *strictHandler) GetRefund(ctx echo.Context, id ID) error {
+	var request GetRefundRequestObject
+
+	request.Id = id
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetRefund(ctx.Request().Context(), request.(GetRefundRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetRefund")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetRefundResponseObject); ok {
+		return validResponse.VisitGetRefundResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CancelRefund operation middleware
+func (sh *strictHandler) CancelRefund(ctx echo.Context, id ID) error {
+	var request CancelRefundRequestObject
+
+	request.Id = id
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CancelRefund(ctx.Request().Context(), request.(CancelRefundRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CancelRefund")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CancelRefundResponseObject); ok {
+		return validResponse.VisitCancelRefundResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// AddRefundEvidence operation middleware
+func (sh *strictHandler) AddRefundEvidence(ctx echo.Context, id ID) error {
+	var request AddRefundEvidenceRequestObject
+
+	request.Id = id
+
+	var body AddRefundEvidenceJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.AddRefundEvidence(ctx.Request().Context(), request.(AddRefundEvidenceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AddRefundEvidence")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(AddRefundEvidenceResponseObject); ok {
+		return validResponse.VisitAddRefundEvidenceResponse(ctx.Response())
 	} else if response != nil {
 		return fmt.Errorf("unexpected response type: %T", response)
 	}
@@ -944,43 +3942,115 @@ func (sh *strictHandler) ListWalletEntries(ctx echo.Context, params ListWalletEn
 	return nil
 }
 
+// ReceiveWebhook operation middleware
+func (sh *strictHandler) ReceiveWebhook(ctx echo.Context, channel string) error {
+	var request ReceiveWebhookRequestObject
+
+	request.Channel = channel
+
+	request.Body = ctx.Request().Body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ReceiveWebhook(ctx.Request().Context(), request.(ReceiveWebhookRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ReceiveWebhook")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ReceiveWebhookResponseObject); ok {
+		return validResponse.VisitReceiveWebhookResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // Base64 encoded, compressed with deflate, json marshaled OpenAPI spec.
 // Stored as a slice of fixed-width chunks rather than one concatenated
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"5FnrbtvIFX6Vg2mBTVBGkpO4TZVfqTfbeje7G9gJgsIxpBF5JE48nGFmhrIVQ0DfoW/YJynODK8SdUk2",
-	"KVCsf9Ec8ty+75z5hrpnsc5yrVA5y8b3LEWeoPGX5wlmuXao3AXmkq8wobsJ2tiI3Amt2JhNnSlwCrcp",
-	"KnApgkGba2URhPX/W6cNJqALF+sMQc+BK0BupEADBj8WaB3cCpeGp3mGULuNV49+wtWARczGKWacvKMq",
-	"Mja+YuSWXUfMrXJkY2adEWrB1ut1xHJueIauTOKsMFYbuhIU78cCzYpFTPGM3ovDattDxu9eoVq4lI0f",
-	"j0bbHiLWCvAnXG3X5AI/FsJnrQCXaFbw+tfLN+BS7iDTS7SQaYUr0AZig9yhpaLo2QeMHTx4OhqBaDxM",
-	"bnA1MZVFqpQuHAj38Dmc/Odf/358egq5EcrxmUR4cXl2fk4F87kGKJtkNwrbyXo7y1ciE25X3aRfbBtI",
-	"cM4L6ahoEdVQZATUCVUwE6r8r66mUA4XaLyjtxbN+fe1p5y7tHFUWDQTkbCIVTVgY8J+B2Inj595f/X/",
-	"vQypSOoJ8tromcSMLmOtiO10yfNcipgTosM8PPGnD5bgvW95/qPBORuzPwybHhqGVTus7HqPXYK8UHDx",
-	"wxn89enpX6A0PvClKN8l0y+VM55budE5GidCtDyOdRFCrFqBL7mQBD+LWIqSapXgzPV0R8R4Vr3djeh7",
-	"wTOtEvsccm2FE0sEniQWnPZ9WXodwK8KpmR8ChwULnh40huljld4C7QMXCXAG1ta0WTI+cqCcMTPuTYZ",
-	"d4EIf37KtnkRsdAayYT7cOsXEu7wkRMZsp70RNLD5Yh90IVRXE52LN8I1b+QYaZ7FwzO0aCKsb91Gqpe",
-	"Mc/dVgBRDWGNRhlB22wn/QbIMCMoAk+PV8K6bYoIh1n3Yh9NA8/WtQtuDPf/K7xzk7ienqqQgWRl+x3I",
-	"2rvuGulL4x/IJfXpZg7WcVfYw9Utn+sz3errru1YJ7jdAZdhglrFb3ASc4tAz0EsBZUL7K1wcQpaDfp4",
-	"l6DjQvZSBY3RpgvH1jObpc/43cTgvFAJxTSZo+q0wO6eMcitVpMqwx7e+g13VyNsVb1l2gkncU/0h5Dy",
-	"q5WZ2lUU0OjD7wJ5IhRau41gwh2fcbsrx0TYA+lVo9MgT/yupt0kXF9HxzEuaoLoC/4yxzBTNqZ3Naon",
-	"fO7QHInql0zCDrl7apGUA//IEHYQZt8cjOq9+7gZ2ez0dWzRVsE+a0Z6EC4C5X31k0RQQbh83UJlzqXF",
-	"aJNh3fK1FMZpjyY8UM62Gmr+9uuijdpuitK9EqdT+c8TR11ceiFp4uqr+TsuJbo9zN+tPbzSIJcQcwWW",
-	"wDtSKni5s9uuvsXkOeRcJDAXxjqYG515b7Q9gcE45WaBA/CEEWpBUmYmdXxDijsVEoHP9BLhExp9ZEhe",
-	"iO0OiZZhtoIw5S0IRUJwYdDaIx0c3VwNiIeFYoUjDUuMCyPc6pJ0QsBwhtyEoRWufqii/PHdm+osQFbK",
-	"52qrqXN5kMFCzXXP1otSWqgoBg84LIVxBZcQF4aotnoIc03HRS7LoxPpy6p2LsVs8F797BeEhWmQVbRt",
-	"TuGBryCc/fJPmKN6GDVuuEHwi8/JgkF/Q2mYS82dHbxXL/3O7W9vqnULt6m2CFPavabk1Hr5MICXnFRC",
-	"jsYfHb6z79X07pHREu0UpLAusPzHd2/A3wQuJdGThHbMpQTh4AGfWVRuTME4fYMKFGKCycPBe1XvoOOq",
-	"JQnFJRobSnkyGA1GRA+do+K5YGP2ZDAaPGGRP1d5GIepF12f6HoRerUO+Dxh41KUfWIbB6XHo9GeQ9Ln",
-	"HY5K3ddzNnqbDzr8Y+Or64jZIss4nYfYmxQJhRitpboXuRdkfGGJ6zq37JreHmbojIjtzhx/LtcP5ujw",
-	"zg1zycVGdj3Hym4ipQdqbYL8tdEZuhQLC2QSQovvz7X1TplPf7JeuuzG8yIsf0M4G63WUwjvfkCkPB09",
-	"+d+4/EXTWA9uD3CpknFEJoM8Tv0xgOZLJhaG5EV/zZcnQ55kQg1pvtrhfTlm10NUzpSbXi8adGh7a9G8",
-	"LJ/rfrC66s+6eWRYfi5ZRwefDF9wjniw/Ea2vv6GFGkOrH0fRCDnC/91sKzeIGzr5Selfst1qK1PLW10",
-	"X6iVlxPfWZCYLNCAJMJEoPAWSQWQFmiD6/Gk3bCc2F7uF3mujf/UFa4mEnlyiAO3tQrqpcDf0TOg1Epf",
-	"SoBviVYZWg9U1DMhva+MUWX0t+HhZWM4MmrbU/ozf2QIx7PPLfzGd98AgD9d/E0nq69W+86xZd2Vc84U",
-	"uN7C/eTr+u6DnRY8OL2/Dzxq/0DQZ798a9jzk0Lp7DfRyIcNvKJSLXRbopL24IWYO7BoliLGh22mlazZ",
-	"oFp4sOHW4a6uO/r/vjHJGgnSHa1ZlqJbMKr+ZrWO2g5DUl+6If7Ot7kOUsdtdHvR6+ql5tR3dU2Fo6ao",
-	"cCmMLE934+FQ6pjLVFs3fjZ6NvJFLt3dV7/llG4JqfJO2XetO2Hmt26Q4lpfr/8bAAD//w==",
+	"7F3rbhtJdn6Vg06AkRCalD3yZiIjPxyNJvGud23YXhiBbVDF7kN2jaqreqqqRXEEAXmHvGGeJKhLX1lN",
+	"NmlKI8fxL7ovdTnfuZ9TrdsoFlkuOHKtorPbKEWSoLQ/XyWY5UIj1+8wZ2SFibmaoIolzTUVPDqLLrUs",
+	"8BKWKXLQKYJElQuuEKiy/1daSExAFDoWGYKYA+GARDKKEiT+VqDSsKQ6dU+TDKGaNl49+QuuxtEoUnGK",
+	"GTGzIy+y6OxTZKaNvowivcoxOouUlpQvoru7u1GUE0ky1H4T54VUQppf1Kz3twLlKhpFnGTmvdjdbc6Q",
+	"kZvXyBc6jc6enZyszzCKXv1cDZcTndaj0SQaRWZTVBpamTU2R54LmREdnUVFYZ8MjFxv/S+4Wqf2Oz82",
+	"CA54jXIFb9+8/wA6JRoycY0KMsFxBUJCLJFoVIbcYvYrxhqOTk9OgNYzTK9wNS1XazEQhQaqj1/A0//5",
+	"r/9+9vw55JJyTWYM4eX781evDBR2245J6o13IGvRc32Xr2lGdR8izN5sDpDgnBRMGzhGBh2aGRZ4arDJ",
+	"KPf/q6hJucYFSjvR3xXKXrAKhXK6BbEGLzx99pOdr/p/kPdK9res91aKGcPM/IwFN3JkfpI8ZzQmBtFJ",
+	"7p74p1+Vgfe2MfM/SpxHZ9E/TGrpnLi7alKOa2dsM8hLDu9+OYd/OX3+z+AHH1tS+HfN0C+TjPJ3OC94",
+	"8s4JoF1WklAzCGFvpchRamo2MSdM4SjKG5duI5KJguvpHHmLqynXfzqN2hD5f5uRGkUxI8sZia9acEcF",
+	"VzlyPRWcGQYpRb9zmTAmltMEZ4ZrlpJqnIr5PKAbOrTqSvpJ4AW8pgnyGC0LaczUNmguyhfuLB1euXee",
+	"1mMTKcnK3BUycfy3XTEYtiJK8GksEty2ghJY84J5tWTznbm5KRef6uWOWoJTL6umt1M3Zu6XeS7FNe7H",
+	"ZVxoHIJSZ6H2teBiioTqC66l1asdjo5LnlgjPYm1Mx/hO1MpGIZvzzX2vKhboCdE4xNNMwwhP8O5kOEJ",
+	"BvJOSce1G440njf67rrrgfsNvtoMiF2Vo2KLZqOS6u25mutq8prdhqVdL7ivqWOyNraV3A4S4AaX3K0L",
+	"LccbPY0rj4IXjBnrWBqOLYSw87cHCe3lPCWcI7tgdEFnlFEdYthrQv3UFf1nQjAkVuhjN0QQOCe0A5a/",
+	"pnZKBexHnyZUmdctvs4kzNDo4ozy+hKZiWucZuQmsgpHyCkXemqVtn0zlphQbS+KHHnzGuWqmM9pTI3l",
+	"rK7Opfgdef1/cY0yKQxvSKqupjMm4iszitndl9GOGJWEGzUo3KZDRcAN0L0lq8xb+50sZ8AwbgDSeXjJ",
+	"dBd14v3wFpqWjE0UM6oyomPjKyWFc1YwaE+ltTVDjZiWJMEpF9tVRo1C9c6oSbt6Hy0qBBGxu3tNOW4Q",
+	"oh0Ase7pDs8rTXShmvQ2Wu/arLxi5JKDQyQu8mRnkAuFyQ5LHKzJa2VcU6Ex26hD0GrzrV1sBmk/V2Ez",
+	"KJv90ZPDo9YhW5NYfuAQEXpdk9jwfWstDdWUIjOAWPc3xD9OatYjyZ8pyQRP1AvIhaJmb0CSRIEWNhD3",
+	"s47hDYdLM/glEOC4IO5JO6gJ8TkuwdwGwhMg9ViCI0jMyUoB1SZsHKLr9tBnPc7Lr6KQnLA+3+aK8vCN",
+	"DDPRYzTnKMtIYIC/01jAqIKwQsOvoDnsVkVm2eMQHs4f69xcNCKqHSS8RKxK/+CNIWMhWZDrrwkrwsHD",
+	"LjGPB8kNtmkz+2mtAwaXGeXl/7q4dvZUTRraz38gYYYyXQar1eFmgm3Qbm9JfEUWeACXKPGaa+DjPSqA",
+	"kVnQrQoJczVjxwlxYwR3W2d+2rstXem2Mn7vcmyKkyucxkQhmOcgZsbzVaCWVMcpCD6OgkkNTWjYQ0Qp",
+	"hWxrhnWvrKMFMnIzdX7djp5RJ1gIqFArJH06eY3HGkNrqnuC7J7wtIOiDyzdMA23pDdx8Q5JQjkqtY5g",
+	"QjSZEdW3x4SqLdsrVZhEkqxcYDt1v7d6EtXCq0WEFx+nRB5E1jaGH0yoHa31PhZ+R3HHm5xKVDtNMWdk",
+	"odal8hchQRV5LqQeAY4XY+jERyNgROM0d9HeCKpgqbxk8+WDJW9gGGWD6IAOcSuFa4pLBYKzVUNbNFID",
+	"uVPEfWKYE7obPjlZ9ds95zm0F/oxJdr6mE69AUd0fmdOViPwHAcqx5jOadzYRM3hnrxqKBUGWddO7B4A",
+	"SFJ1tTX9ap4JynuOPDE0czSOSgEyvjGhLouSE6kpYWzlNTB6H9H9DDk6BhXmg9tBu/zgX+j1AptR+g4c",
+	"FkwM7vF+yP7W+rrOzjTtcMM+N8S/pW4cn5aivklrHsLFrjTwH+VllwsY6pi2gbq4IbFmKxvEiTnUGsNF",
+	"eRXpDXz3XhmqLVDDlz/d5sl39dwu7/Yko8J0NrJ5AENLCi2mxJVLkp6cbqNGtlspzPgYPJxe2scil+/M",
+	"VkELkmBMk023WzW4jfY+nLIATa6Qg6FFs+/AIAGqiGNjTwamHL4qBOtKtlHjhcRpnWBf25zN1qxt7M0c",
+	"limNUzC3gYslHPlWCg1LooAw6x+Cxfp44NYGehPdwNpob8NJC5dzX3NpglzkioM9btQWk7zVLdqpUOoe",
+	"3sVQl2m8oMxtj2lUMcuoUlTwnthFMTJNkCSllQ7K2NZKTO1ObK/9vnfP3ot3sGc6eodKYaPQXNl9n4jp",
+	"M/qVZuxWairx7irYLnIdmGqu6DgRW/LYjv6H8SCsYfnj/IdGE0ErC250O9eETWXp4zSVRHXJVfoaz7go",
+	"N0bqyC90ijKoSx5XY8r31zHS3/exrdujpX3WA5+pRGMCjCzWYphLEaNSLi7yxrsdE0k047uyMOExMtYT",
+	"Cr2zD95vr8kaXRsv/Ol0N7/SNzRspaq3Ze0FV7Z2mDah6uoXRoLmVcXt/pJm/1wr92Sf2xhBlbP0Zj1L",
+	"jqgVRkNDzAqprI7lhSoIm1a1EqdLyiLKly1CtykRsbbkoZv39sQ9Htr7e8PkmyrMVTfQPRXCdnGr98+a",
+	"byqD7Wro62pyM7/eIdhOJTILwn4KoF/PPw+qgY3kDNiZAaamRdtuE/KWYPdATX5BSOp1hWje9hhDjXXi",
+	"65vgelvYdixM2VnrZrTeVsGPhDHUW7qu+oLTFMHQEWLCbcSWDAzYbNjeP65YYvICckITmFOpNMylyOxs",
+	"xpmDUpGO4b23t0AV+GYoE14yBNuKBb+jFAOXFA5XqyXZcHW28rG3Asohl2IhUQ2Nv/doPdne/FDiaPgD",
+	"40JSvXpvDKHDcIZEOk3sfv1SrvLPHz+Ubec2CnTPVaOmWueu45ryeSg7iowpKOUGjghcU6kLwiAupJGf",
+	"1THMhQSJhPkufcKTinY6xWz8mf/V3qAKLmtf9hKOLAXh/G//CXPkx6N6GiIR7M0XZgSJ9gIXMGeCaDX+",
+	"zC9sCdBe7jaGK1imQiFcGut2aSZVtg45hgsSp2AY33ap/6A+88ubJ1IwVJfAqNKOy//88QPYi+C7+UAL",
+	"iAljQDUckZlCrs/MYrS4Qm7z/Jgcjz/zqhR3VuoZW2ZHqRwpn45PxifW482Rk5xGZ9GP45PxjzaLq1ML",
+	"4yS1terfze+Fk9Vqwa+S6MzXsn+POj35z05ONvTj79aH78vlgTb8v+fjFv9FZ5++GP82y4jRktGHFMG7",
+	"vobuRW4z4dal+xSJXEVfzNuTDLWkserd41/9/a171HijJzkjtLO7wAmG9kb8DEa0DeRvpchQp1goMEOC",
+	"E/HNe2284/cT3qzNcfXj+c7dvkc466JvgBB2+rFhyucnPz7MlH8TRq27abfwUlkPNswkkcSp7Scw+iWj",
+	"C2l8pjDNr59OSJJRPiFF4o7kBGn/miptG6Oj9umqT+Hd1Y9M3FGfu9HWB/0xrbsv9whw3SQeOjkDOVnY",
+	"eoftfzOPAhOLsTPN/khKePxqwY2TOU2ELuxJLV9KBtf1PgKOSzRm3BjzJjoWEGPOvMq1/ot718bI9teU",
+	"IUm6IJY+gJrc0uSuF81/R+2PAFWx126gvvr5fnGqy2frMBlutzmJQwDzkq/cYCN3BJEay+Yd2roUbSui",
+	"yllrqq7ARsCHQsxa/82CVx/XUutQhY7QVd7uUHI3s8YDZPVRCXUj57pRqj2pD8E2HowXjmkctf+1neUa",
+	"+aKU+Q2/FVggHNk8hnICb+87mypYYvRAmXw+3puzRlEuVICJzm3U3GCj3QW+fSzV4WnD7H8Tyepw+nn9",
+	"YOJdOxDQssC7NWZ6emBmCjHSG3s2ZWQcIYfq2MYfgbPST5qHpUOT+bcmgePVfuKv4k6zUiBlQdSEHMQG",
+	"pC+AgMJY8ARsdQ98Grbs0D6YNhtqffZjxZ8fQp30WR63w0OZHjdawPZYW6NLS/eDui+7Y5GaeD6w6Y6g",
+	"AqmOcX4dYvegMNrnSwcpi4dllVEpZYdhGjdWLd2VNoIjAgZoIBqMxNtMT8ME6VSiSgVLXgDHa5SwEoUE",
+	"seTH98BQrmTTz09lpeaxsVO7gvQouamshh3GjbGfhVhnphdWGVU5Jom6kBy0gCr3diCmoepqUlWyeh3g",
+	"sq400Pv17Tehj4Yctu707XnKjQ7Hjb6ywWSBiTM/B3KZfWhajT1blQfNfEfBkxITSFBjrIW8jxjZeEJq",
+	"cuvzyXcTd/r1SdklkxcBJnyPunGMdFeF5T9Ccl9Ka/3s5AMrrgZpepSXozEYGh+Cl6yDK6SNzxfovdsf",
+	"7KdvdMpW05ys2lMO4ptB3IJcS18L6lVXBu8L/9y+vPKNaZb6bOJGteKpdyj32cPOMFmgtFCrh9AYVZZt",
+	"KxdUSu974YPhFuZwlqXBCW7Qh+GB7Xk7xwE9abv/q/g/eC6uAb8f9SHwX1YNAn05DoOgbyP4KofhnpDy",
+	"S+sx2G57B4anHPTr8PBJ+c2id14+NChgaLUVB77Wt3f76FcjuMu5tebngtba/NZhLkl0uPpWLPicLgqJ",
+	"SVk58ZmtZYo6RenO/BkmcL0xxk3TKVXl1yR8FqzJILWpbTOJPaRQsYQ/6bOZJd6WDz0EJOVh9wE4lOs6",
+	"BA62Euyi9vLQlgLBQcznKHen6zBHZ38n57t3XT5UAjHAedmC2ebiz/6l3oep/HTPKz542ae/4OwImMAR",
+	"aQWYFi6gynXkEQ2Cx6529yiLQm4XNtfnkyy+iL63Utha5fn/9oI3vOonWRPztZrP10Ixcacj+rPu5/b+",
+	"t43KCNyh+UOg4+gBBMp+WSfSR3YGBVRD+Z0C580c74PQ9jBx3xDxew/8WsZza+hXIrGX7XzMPROPtF3i",
+	"ZRxjbs1mVVUa2cJkocWTsiT6eM2lp2ddG3PfrQ/YzA1s1VYCA+zld90QETKWlVhvsZa7gTDYUn6zeIyg",
+	"Oip5CGg+Up0mkixrcVCaMtbuhdobjebhvZ7+kyRxu76oz3M/mqaB7jcAH2HbwEESeUkCJVK2FWCta8Dq",
+	"d98rQKpGBfsRGS3qNhUNmVAa9JLGeLwr49jzVGqD5FqL7Q5jPlKD3Tqk+MD22hEmwCvmhn601tguu67z",
+	"Vl0ojdNWxmws6FyDQnnd5SzPNZ1Es3uw5q3tOf0qn//Np+VbzvN6Yt6TYpMkukcGFcTdpvYtiX/nhe4W",
+	"UsNK3UPQw1kqxJWa3Prg9q6pU7t/UkYtUWJSngHzb/ygQCy5PwF2Bpf24w1KXdqO45eM2q/5PTs5tf//",
+	"iOcp0fDWXTuBy9vPkbj67DXe5WduHnJ/AIonM3EDR4Qp4ZuXJSbI6DXK1fEYXsKMJMbS2G+38AUouuBE",
+	"F9KefTo9eWp7Z11riAIudEr5wp057DYh2o+RfHSU6KkUtf9iUP35uUF/Meg08LdKBhsVEWvUT5SWSLI2",
+	"f1Z1qRnlxNaxgn+HaLNNOQ3gHF9xsbQslsBRjdhxl40HS9L6edxD/u2j0f6nGj+02JjUG8+Qa+fGzAtF",
+	"2OaDd0be7TexGmNxoenc73AE1yjpnNbNbm3RqTlX+G+YkSXMRLJqCbOXVCO77bXUR5k/fTF8ZQxaybyF",
+	"ZP7I8tlkwkRMWCqUPvvp5KcTqyD96Ld1z2SZzjKKtrroHLLGpWo1zWveZtVXvL1tXHGV3sYFkavo7svd",
+	"/wYAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -1,0 +1,349 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/diamondd/diamondd/internal/channel"
+	"github.com/diamondd/diamondd/internal/fault"
+	"github.com/diamondd/diamondd/internal/httpapi/oapi"
+	"github.com/diamondd/diamondd/internal/idempotency"
+	"github.com/diamondd/diamondd/internal/platform/redisx"
+	"github.com/diamondd/diamondd/internal/recharge"
+	"github.com/diamondd/diamondd/internal/risk"
+)
+
+func (s *Server) ListPackages(context.Context, oapi.ListPackagesRequestObject) (oapi.ListPackagesResponseObject, error) {
+	pkgs := s.Recharges.Packages()
+	out := make(oapi.ListPackages200JSONResponse, 0, len(pkgs))
+	for _, p := range pkgs {
+		out = append(out, oapi.Package{Id: p.ID, Diamonds: p.Diamonds, AmountFen: p.AmountFen, Label: p.Label})
+	}
+	return out, nil
+}
+
+func (s *Server) ListChannels(ctx context.Context, r oapi.ListChannelsRequestObject) (oapi.ListChannelsResponseObject, error) {
+	list, err := s.Recharges.Eligibility(ctx, payer(ctx), deref(r.Params.AmountFen))
+	if err != nil {
+		return nil, err
+	}
+	out := make(oapi.ListChannels200JSONResponse, 0, len(list))
+	for _, e := range list {
+		item := oapi.ChannelEligibility{Channel: e.Channel, Available: e.Available}
+		if !e.Available {
+			code := oapi.ChannelEligibilityReasonCode(e.ReasonCode)
+			item.ReasonCode, item.Reason = &code, &e.Reason
+		}
+		out = append(out, item)
+	}
+	return out, nil
+}
+
+func payer(ctx context.Context) recharge.Payer {
+	p := principal(ctx)
+	return recharge.Payer{UserID: p.Subject, Birthdate: p.Birthdate}
+}
+
+// rateLimit refuses a request over the caller's limit for an action.
+func (s *Server) rateLimit(ctx context.Context, action string, perMinute int) error {
+	if perMinute <= 0 || s.Limiter == nil {
+		return nil
+	}
+	d := s.Limiter.Allow(ctx, action+":"+principal(ctx).Subject, redisx.Limit{PerMinute: perMinute, Burst: perMinute})
+	if d.Allowed {
+		return nil
+	}
+	return fault.New(fault.RateLimited, "rate_limited", "too many %s requests; retry in %d s", action, d.RetryAfterSeconds()).
+		With("retry_after_seconds", d.RetryAfterSeconds())
+}
+
+func (r stored) VisitCreateRechargeResponse(w http.ResponseWriter) error { return r.write(w) }
+
+func (s *Server) CreateRecharge(ctx context.Context, r oapi.CreateRechargeRequestObject) (oapi.CreateRechargeResponseObject, error) {
+	if err := s.rateLimit(ctx, "recharge", s.Limits.RechargePerMin); err != nil {
+		return nil, err
+	}
+	body := *r.Body
+	if (body.PackageId == nil) == (body.AmountFen == nil) {
+		return nil, fault.New(fault.Invalid, "validation_failed", "give exactly one of package_id and amount_fen")
+	}
+	key := deref(r.Params.IdempotencyKey)
+	// A retry should not reach the channel again: answer it from the stored
+	// record before preparing the payment.
+	if replay, err := s.lookup(ctx, "/v1/recharges", key, body); err != nil || replay != nil {
+		return deref(replay), err
+	}
+	draft, err := s.Recharges.Prepare(ctx, payer(ctx), recharge.CreateRequest{
+		Channel: body.Channel, PackageID: deref(body.PackageId), AmountFen: deref(body.AmountFen)})
+	if err != nil {
+		return nil, err
+	}
+	return s.idempotent(ctx, "/v1/recharges", key, body, http.StatusCreated,
+		func(ctx context.Context, tx pgx.Tx) (any, error) {
+			o, err := s.Recharges.Insert(ctx, tx, draft)
+			if err != nil {
+				return nil, err
+			}
+			return toRecharge(o, nil, false), nil
+		})
+}
+
+func (s *Server) ListRecharges(ctx context.Context, r oapi.ListRechargesRequestObject) (oapi.ListRechargesResponseObject, error) {
+	l, err := s.listRecharges(ctx, principal(ctx).Subject, r.Params.Limit, r.Params.Cursor)
+	return oapi.ListRecharges200JSONResponse(l), err
+}
+
+func (s *Server) ListUserRecharges(ctx context.Context, r oapi.ListUserRechargesRequestObject) (oapi.ListUserRechargesResponseObject, error) {
+	l, err := s.listRecharges(ctx, r.UserId, r.Params.Limit, r.Params.Cursor)
+	return oapi.ListUserRecharges200JSONResponse(l), err
+}
+
+func (s *Server) listRecharges(ctx context.Context, userID string, limit *int, cursor *string) (oapi.RechargeList, error) {
+	after, err := decodeIDCursor(cursor)
+	if err != nil {
+		return oapi.RechargeList{}, err
+	}
+	n := pageSize(limit)
+	orders, err := s.Recharges.List(ctx, userID, after, n+1)
+	if err != nil {
+		return oapi.RechargeList{}, err
+	}
+	out := oapi.RechargeList{Items: []oapi.Recharge{}}
+	for i, o := range orders {
+		if i == n {
+			out.NextCursor = encodeIDCursor(orders[n-1].ID)
+			break
+		}
+		out.Items = append(out.Items, toRecharge(o, nil, false))
+	}
+	return out, nil
+}
+
+func (s *Server) GetRecharge(ctx context.Context, r oapi.GetRechargeRequestObject) (oapi.GetRechargeResponseObject, error) {
+	o, err := s.Recharges.Get(ctx, principal(ctx).Subject, r.Id)
+	if err != nil {
+		return nil, err
+	}
+	tl, err := recharge.Timeline(ctx, s.Pool, o.UserID, o.ID)
+	if err != nil {
+		return nil, err
+	}
+	return oapi.GetRecharge200JSONResponse(toRecharge(o, tl, false)), nil
+}
+
+func (s *Server) GetAdminRecharge(ctx context.Context, r oapi.GetAdminRechargeRequestObject) (oapi.GetAdminRechargeResponseObject, error) {
+	o, err := s.Recharges.Get(ctx, "", r.Id)
+	if err != nil {
+		return nil, err
+	}
+	tl, err := recharge.Timeline(ctx, s.Pool, o.UserID, o.ID)
+	if err != nil {
+		return nil, err
+	}
+	pays, err := recharge.Payments(ctx, s.Pool, o.UserID, o.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := toRecharge(o, tl, true)
+	ps := make([]oapi.ChannelPayment, 0, len(pays))
+	for _, p := range pays {
+		cp := oapi.ChannelPayment{Channel: p.Channel, TradeNo: p.TradeNo, AmountFen: p.AmountFen,
+			Outcome: oapi.ChannelPaymentOutcome(p.Outcome), CreatedAt: p.CreatedAt}
+		cp.RefundId = p.RefundID
+		ps = append(ps, cp)
+	}
+	out.Payments = &ps
+	return oapi.GetAdminRecharge200JSONResponse(out), nil
+}
+
+func (s *Server) CancelRecharge(ctx context.Context, r oapi.CancelRechargeRequestObject) (oapi.CancelRechargeResponseObject, error) {
+	o, err := s.Recharges.Cancel(ctx, principal(ctx).Subject, r.Id)
+	if err != nil {
+		return nil, err
+	}
+	tl, err := recharge.Timeline(ctx, s.Pool, o.UserID, o.ID)
+	if err != nil {
+		return nil, err
+	}
+	return oapi.CancelRecharge200JSONResponse(toRecharge(o, tl, false)), nil
+}
+
+func (s *Server) ListRiskFlags(ctx context.Context, r oapi.ListRiskFlagsRequestObject) (oapi.ListRiskFlagsResponseObject, error) {
+	offset, err := decodeOffset(r.Params.Cursor)
+	if err != nil {
+		return nil, err
+	}
+	n := pageSize(r.Params.Limit)
+	code := ""
+	if r.Params.Reason != nil {
+		code = string(*r.Params.Reason)
+	}
+	orders, err := s.Recharges.Flagged(ctx, code, offset, n+1)
+	if err != nil {
+		return nil, err
+	}
+	out := oapi.RechargeList{Items: []oapi.Recharge{}}
+	for i, o := range orders {
+		if i == n {
+			out.NextCursor = encodeOffset(offset + n)
+			break
+		}
+		out.Items = append(out.Items, toRecharge(o, nil, true))
+	}
+	return oapi.ListRiskFlags200JSONResponse(out), nil
+}
+
+func toRecharge(o recharge.Order, tl []recharge.TimelineEntry, admin bool) oapi.Recharge {
+	out := oapi.Recharge{
+		Id: o.ID, Status: oapi.RechargeStatus(o.Status), Channel: o.Channel, PackageId: o.PackageID,
+		AmountFen: o.AmountFen, Diamonds: o.Diamonds, ExpiresAt: o.ExpiresAt.UTC(), CreatedAt: o.CreatedAt.UTC(),
+		PaidAt: utc(o.PaidAt), ClosedAt: utc(o.ClosedAt), Pay: o.Pay, Flags: o.Flags,
+	}
+	if out.Pay == nil {
+		out.Pay = map[string]any{}
+	}
+	if out.Flags == nil {
+		out.Flags = []string{}
+	}
+	if tl != nil {
+		entries := toTimeline(tl)
+		out.Timeline = &entries
+	}
+	if admin {
+		out.UserId, out.TradeNo, out.Minor = &o.UserID, o.TradeNo, &o.Minor
+		out.Risk = toRisk(o.Risk)
+	}
+	return out
+}
+
+func toRisk(raw json.RawMessage) *oapi.Risk {
+	if len(raw) == 0 {
+		return nil
+	}
+	var a risk.Assessment
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil
+	}
+	r := oapi.Risk{Score: a.Score, Flags: make([]oapi.RiskFlag, 0, len(a.Flags))}
+	for _, f := range a.Flags {
+		ev := f.Evidence
+		r.Flags = append(r.Flags, oapi.RiskFlag{Code: oapi.RiskFlagCode(f.Code), Score: f.Score, Evidence: &ev})
+	}
+	return &r
+}
+
+func toTimeline(tl []recharge.TimelineEntry) []oapi.TimelineEntry {
+	out := make([]oapi.TimelineEntry, 0, len(tl))
+	for _, e := range tl {
+		out = append(out, oapi.TimelineEntry{Status: e.Status, At: e.At.UTC(), Actor: e.Actor, Note: e.Note})
+	}
+	return out
+}
+
+// lookup answers a request from its stored idempotency record, if any.
+func (s *Server) lookup(ctx context.Context, route, key string, body any) (*stored, error) {
+	if key == "" {
+		return nil, fault.New(fault.Invalid, "idempotency_key_required", "this request needs an Idempotency-Key header")
+	}
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	hash, err := idempotency.Hash(raw)
+	if err != nil {
+		return nil, err
+	}
+	out, err := idempotency.Lookup(ctx, s.Pool, idempotency.Scope{Principal: principal(ctx).Subject,
+		Method: http.MethodPost, Route: route, Key: key}, hash)
+	if err != nil || out == nil {
+		return nil, err
+	}
+	return &stored{out: *out, replayed: true}, nil
+}
+
+// webhookResponse is a channel's own acknowledgement.
+type webhookResponse channel.Response
+
+func (r webhookResponse) VisitReceiveWebhookResponse(w http.ResponseWriter) error {
+	if r.ContentType != "" {
+		w.Header().Set("Content-Type", r.ContentType)
+	}
+	w.WriteHeader(r.Status)
+	_, err := w.Write(r.Body)
+	return err
+}
+
+// ReceiveWebhook verifies a notification on its raw body before anything
+// else, then applies each event it carries. A failure to apply answers the
+// channel's error so that it redelivers.
+func (s *Server) ReceiveWebhook(ctx context.Context, r oapi.ReceiveWebhookRequestObject) (oapi.ReceiveWebhookResponseObject, error) {
+	ch, err := s.Channels.Get(r.Channel)
+	if err != nil {
+		return nil, fault.New(fault.NotFound, "not_found", "no channel %q is configured", r.Channel)
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	events, err := ch.ParseWebhook(ctx, requestHeader(ctx), body)
+	if err != nil {
+		s.log.WarnContext(ctx, "webhook refused", "channel", r.Channel, "error", err)
+		return webhookResponse(ch.WebhookResponse(err)), nil
+	}
+	for _, ev := range events {
+		switch ev.Type {
+		case channel.EventRefundSucceeded, channel.EventRefundFailed:
+			err = s.Refunds.HandleEvent(ctx, r.Channel, ev)
+		default:
+			err = s.Recharges.HandleEvent(ctx, r.Channel, ev)
+		}
+		if err != nil {
+			s.log.ErrorContext(ctx, "webhook event failed", "channel", r.Channel, "event", ev.Key, "error", err)
+			return webhookResponse(ch.WebhookResponse(err)), nil
+		}
+	}
+	return webhookResponse(ch.WebhookResponse(nil)), nil
+}
+
+func encodeIDCursor(id uuid.UUID) *string {
+	s := base64.RawURLEncoding.EncodeToString(id[:])
+	return &s
+}
+
+func decodeIDCursor(c *string) (*uuid.UUID, error) {
+	if c == nil || *c == "" {
+		return nil, nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(*c)
+	if err != nil || len(raw) != 16 {
+		return nil, fault.New(fault.Invalid, "invalid_cursor", "the cursor is not one this API returned")
+	}
+	id := uuid.UUID(raw)
+	return &id, nil
+}
+
+func encodeOffset(n int) *string {
+	s := base64.RawURLEncoding.EncodeToString([]byte("o:" + strconv.Itoa(n)))
+	return &s
+}
+
+func decodeOffset(c *string) (int, error) {
+	if c == nil || *c == "" {
+		return 0, nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(*c)
+	rest, ok := strings.CutPrefix(string(raw), "o:")
+	n, err2 := strconv.Atoi(rest)
+	if err != nil || !ok || err2 != nil || n < 0 {
+		return 0, fault.New(fault.Invalid, "invalid_cursor", "the cursor is not one this API returned")
+	}
+	return n, nil
+}

@@ -1,0 +1,374 @@
+package recharge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/diamondd/diamondd/internal/channel"
+	"github.com/diamondd/diamondd/internal/fault"
+	"github.com/diamondd/diamondd/internal/platform/postgres"
+	"github.com/diamondd/diamondd/internal/risk"
+)
+
+// RecordEvent records a verified notification under its unique (channel,
+// event key) in the caller's transaction. It returns false when the event
+// was recorded before: a redelivery, to acknowledge and ignore. A concurrent
+// delivery of the same event waits here until the first one commits.
+func RecordEvent(ctx context.Context, tx pgx.Tx, chName string, ev channel.Event, objectID string, at time.Time) (bool, error) {
+	payload, err := json.Marshal(ev)
+	if err != nil {
+		return false, fmt.Errorf("encode event: %w", err)
+	}
+	tag, err := tx.Exec(ctx, `
+		INSERT INTO webhook_events (channel, event_key, type, object_id, outcome, payload, received_at)
+		VALUES ($1, $2, $3, $4, 'received', $5, $6)
+		ON CONFLICT (channel, event_key) DO NOTHING`,
+		chName, ev.Key, string(ev.Type), objectID, payload, at)
+	if err != nil {
+		return false, fmt.Errorf("record event %s/%s: %w", chName, ev.Key, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// SetEventOutcome notes what an event did (for support and debugging).
+func SetEventOutcome(ctx context.Context, tx pgx.Tx, chName, key, userID, outcome string) error {
+	_, err := tx.Exec(ctx, `UPDATE webhook_events SET outcome = $3, user_id = $4 WHERE channel = $1 AND event_key = $2`,
+		chName, key, outcome, userID)
+	if err != nil {
+		return fmt.Errorf("event outcome %s/%s: %w", chName, key, err)
+	}
+	return nil
+}
+
+// HandleEvent applies a payment notification: recorded once, then acted on
+// in the same transaction. Every outcome that cannot improve by redelivery
+// (unknown order, stale event, amount mismatch) is acknowledged.
+func (s *Service) HandleEvent(ctx context.Context, chName string, ev channel.Event) error {
+	return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+		fresh, err := RecordEvent(ctx, tx, chName, ev, ev.OrderID, s.now().UTC())
+		if err != nil || !fresh {
+			return err
+		}
+		outcome, userID, err := s.applyEvent(ctx, tx, chName, ev)
+		if err != nil {
+			return err
+		}
+		return SetEventOutcome(ctx, tx, chName, ev.Key, userID, outcome)
+	})
+}
+
+func (s *Service) applyEvent(ctx context.Context, tx pgx.Tx, chName string, ev channel.Event) (outcome, userID string, err error) {
+	id, err := uuid.Parse(ev.OrderID)
+	if err != nil {
+		return "unknown_order", "", nil
+	}
+	owner, err := Owner(ctx, tx, id)
+	if IsNotFound(err) {
+		s.log.WarnContext(ctx, "payment event for an unknown order", "channel", chName, "order", ev.OrderID, "event", ev.Key)
+		return "unknown_order", "", nil
+	}
+	if err != nil {
+		return "", "", err
+	}
+	o, err := Lock(ctx, tx, owner, id)
+	if err != nil {
+		return "", "", err
+	}
+	if o.Channel != chName {
+		s.log.WarnContext(ctx, "payment event from another channel", "channel", chName, "order", o.ID, "order_channel", o.Channel)
+		return "wrong_channel", owner, nil
+	}
+	switch ev.Type {
+	case channel.EventPaymentSucceeded:
+		outcome, err = s.applyPayment(ctx, tx, &o, ev.TradeNo, ev.AmountFen, "channel:"+chName)
+		return outcome, owner, err
+	case channel.EventPaymentFailed, channel.EventPaymentClosed:
+		status, note := StatusFailed, "payment failed at the channel"
+		if ev.Type == channel.EventPaymentClosed {
+			status, note = StatusClosed, "closed at the channel"
+		}
+		if ev.Reason != "" {
+			note += ": " + ev.Reason
+		}
+		if o.Status != StatusPending {
+			return "stale", owner, nil // forward only: a failure after payment changes nothing
+		}
+		return status, owner, s.finish(ctx, tx, &o, status, "channel:"+chName, note)
+	}
+	return "ignored", owner, nil
+}
+
+// finish moves a pending order to closed or failed.
+func (s *Service) finish(ctx context.Context, tx pgx.Tx, o *Order, status, actor, note string) error {
+	now := s.now().UTC()
+	_, err := tx.Exec(ctx, `UPDATE orders SET status = $3, closed_at = $4, updated_at = $4, check_after = NULL
+		WHERE user_id = $1 AND id = $2`, o.UserID, o.ID, status, now)
+	if err != nil {
+		return fmt.Errorf("close order %s: %w", o.ID, err)
+	}
+	o.Status, o.ClosedAt, o.UpdatedAt = status, &now, now
+	return AddTimeline(ctx, tx, s.newID(), o.UserID, o.ID, status, actor, note, now)
+}
+
+// applyPayment records a channel trade against the locked order and credits
+// the order if this trade pays it. The (channel, trade_no) key makes a
+// repeated report of the same trade a no-op; the ledger's unique reference
+// makes a second credit of the order impossible.
+func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, tradeNo string, amountFen int64, actor string) (string, error) {
+	now := s.now().UTC()
+	tag, err := tx.Exec(ctx, `
+		INSERT INTO payments (user_id, channel, trade_no, order_id, amount_fen, outcome, created_at)
+		VALUES ($1, $2, $3, $4, $5, 'credited', $6)
+		ON CONFLICT (user_id, channel, trade_no) DO NOTHING`,
+		o.UserID, o.Channel, tradeNo, o.ID, amountFen, now)
+	if err != nil {
+		return "", fmt.Errorf("record payment %s of %s: %w", tradeNo, o.ID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return "duplicate_trade", nil
+	}
+	setOutcome := func(outcome string, refundID *uuid.UUID) error {
+		_, err := tx.Exec(ctx, `UPDATE payments SET outcome = $4, refund_id = $5 WHERE user_id = $1 AND channel = $2 AND trade_no = $3`,
+			o.UserID, o.Channel, tradeNo, outcome, refundID)
+		return err
+	}
+
+	if amountFen != o.AmountFen {
+		if err := setOutcome("amount_mismatch", nil); err != nil {
+			return "", fmt.Errorf("flag payment %s: %w", tradeNo, err)
+		}
+		// Support decides; the pending worker stops looking at the order.
+		if err := s.flag(ctx, tx, o, FlagAmountMismatch, now); err != nil {
+			return "", err
+		}
+		note := fmt.Sprintf("trade %s paid %d fen for an order of %d fen: not credited, left to support", tradeNo, amountFen, o.AmountFen)
+		s.log.WarnContext(ctx, "payment amount mismatch", "order", o.ID, "trade", tradeNo, "paid", amountFen, "expected", o.AmountFen)
+		return FlagAmountMismatch, AddTimeline(ctx, tx, s.newID(), o.UserID, o.ID, o.Status, actor, note, now)
+	}
+
+	switch o.Status {
+	case StatusPaid, StatusPartiallyRefunded, StatusRefunded:
+		// A second successful payment: refund it in full, credit nothing.
+		if s.refunder == nil {
+			return "", errors.New("no refunder configured for duplicate payments")
+		}
+		refundID, err := s.refunder.RefundDuplicatePayment(ctx, tx, *o, tradeNo, amountFen)
+		if err != nil {
+			return "", fmt.Errorf("refund duplicate payment %s of %s: %w", tradeNo, o.ID, err)
+		}
+		if err := setOutcome("duplicate", &refundID); err != nil {
+			return "", fmt.Errorf("flag payment %s: %w", tradeNo, err)
+		}
+		if err := s.flag(ctx, tx, o, FlagDuplicatePayment, now); err != nil {
+			return "", err
+		}
+		note := fmt.Sprintf("second payment %s of %d fen: refunded in full by refund %s", tradeNo, amountFen, refundID)
+		return "duplicate_payment", AddTimeline(ctx, tx, s.newID(), o.UserID, o.ID, o.Status, actor, note, now)
+	}
+
+	// pending, or closed/failed: money received buys what it paid for.
+	late := o.Status != StatusPending
+	if late {
+		o.Flags = appendFlag(o.Flags, FlagLatePayment)
+	}
+	memo := fmt.Sprintf("%s trade %s", o.Channel, tradeNo)
+	if _, err := s.ledger.Credit(ctx, tx, o.UserID, o.Channel, o.Diamonds, "recharge:"+o.ID.String(), memo); err != nil {
+		return "", fmt.Errorf("credit order %s: %w", o.ID, err)
+	}
+	assessment, err := s.assess(ctx, tx, o, now)
+	if err != nil {
+		return "", err
+	}
+	riskJSON, err := json.Marshal(assessment)
+	if err != nil {
+		return "", fmt.Errorf("encode risk of %s: %w", o.ID, err)
+	}
+	_, err = tx.Exec(ctx, `
+		UPDATE orders SET status = 'paid', trade_no = $3, paid_at = $4, updated_at = $4, flags = $5,
+		                  risk = $6, risk_score = $7, check_after = NULL
+		 WHERE user_id = $1 AND id = $2`,
+		o.UserID, o.ID, tradeNo, now, o.Flags, riskJSON, assessment.Score)
+	if err != nil {
+		return "", fmt.Errorf("mark order %s paid: %w", o.ID, err)
+	}
+	o.Status, o.TradeNo, o.PaidAt, o.UpdatedAt, o.Risk, o.RiskScore = StatusPaid, &tradeNo, &now, now, riskJSON, assessment.Score
+	note := fmt.Sprintf("paid by %s trade %s; %d diamonds credited", o.Channel, tradeNo, o.Diamonds)
+	if late {
+		note += " (payment arrived after the order was closed)"
+	}
+	if err := AddTimeline(ctx, tx, s.newID(), o.UserID, o.ID, StatusPaid, actor, note, now); err != nil {
+		return "", err
+	}
+	if late {
+		return "credited_late", nil
+	}
+	return "credited", nil
+}
+
+// assess runs the accidental-recharge rules on an order being credited.
+func (s *Service) assess(ctx context.Context, tx pgx.Tx, o *Order, paidAt time.Time) (risk.Assessment, error) {
+	th := s.cfg.Risk
+	window := max(th.DuplicateWindow, th.BurstWindow)
+	recent, err := risk.Recent(ctx, tx, o.UserID, o.ID.String(), paidAt, window, th.MedianSample)
+	if err != nil {
+		return risk.Assessment{}, err
+	}
+	a := risk.Assess(risk.Input{
+		Order:  risk.Paid{OrderID: o.ID.String(), Channel: o.Channel, AmountFen: o.AmountFen, PaidAt: paidAt},
+		Minor:  o.Minor,
+		Recent: recent,
+	}, th)
+	if a.Flags == nil {
+		a.Flags = []risk.Flag{}
+	}
+	return a, nil
+}
+
+func (s *Service) flag(ctx context.Context, tx pgx.Tx, o *Order, flag string, now time.Time) error {
+	o.Flags = appendFlag(o.Flags, flag)
+	_, err := tx.Exec(ctx, `UPDATE orders SET flags = $3, updated_at = $4, check_after = CASE WHEN $5 THEN NULL ELSE check_after END
+		WHERE user_id = $1 AND id = $2`, o.UserID, o.ID, o.Flags, now, flag == FlagAmountMismatch)
+	if err != nil {
+		return fmt.Errorf("flag order %s: %w", o.ID, err)
+	}
+	return nil
+}
+
+func appendFlag(flags []string, f string) []string {
+	if slices.Contains(flags, f) {
+		return flags
+	}
+	return append(flags, f)
+}
+
+// Cancel closes a pending order at the user's request: first at the channel
+// (outside any transaction), then here. If the channel says it was paid,
+// the payment is credited instead and the cancel refused.
+func (s *Service) Cancel(ctx context.Context, userID string, id uuid.UUID) (Order, error) {
+	o, err := s.Get(ctx, userID, id)
+	if err != nil {
+		return Order{}, err
+	}
+	if o.Status != StatusPending {
+		return Order{}, fault.New(fault.Conflict, "invalid_state", "only a pending order can be cancelled; this one is %s", o.Status)
+	}
+	if err := s.close(ctx, o, "user:"+userID, "cancelled by the user"); err != nil {
+		return Order{}, err
+	}
+	o, err = s.Get(ctx, userID, id)
+	if err != nil {
+		return Order{}, err
+	}
+	if o.Status != StatusClosed {
+		return Order{}, fault.New(fault.Conflict, "invalid_state", "the order could not be cancelled: it is %s", o.Status)
+	}
+	return o, nil
+}
+
+// close closes an order at its channel and then here, unless the channel
+// reports it paid, in which case the payment is applied.
+func (s *Service) close(ctx context.Context, o Order, actor, note string) error {
+	ch, err := s.channels.Get(o.Channel)
+	if err != nil {
+		return fmt.Errorf("order %s: channel %s: %w", o.ID, o.Channel, err)
+	}
+	err = ch.ClosePayment(ctx, o.ID.String())
+	if errors.Is(err, channel.ErrAlreadyPaid) {
+		return s.reconcile(ctx, ch, o)
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "close payment failed", "order", o.ID, "channel", o.Channel, "error", err)
+		return fault.New(fault.Unavailable, "channel_error", "the payment channel did not answer; try again")
+	}
+	return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+		cur, err := Lock(ctx, tx, o.UserID, o.ID)
+		if err != nil || cur.Status != StatusPending {
+			return err // paid (or closed) meanwhile: nothing to close
+		}
+		return s.finish(ctx, tx, &cur, StatusClosed, actor, note)
+	})
+}
+
+// reconcile asks the channel for the order's payment and applies what it
+// says, under an event key of its own so that a later webhook for the same
+// trade is recognised by the payment's natural key.
+func (s *Service) reconcile(ctx context.Context, ch channel.Channel, o Order) error {
+	st, err := ch.QueryPayment(ctx, o.ID.String())
+	if err != nil {
+		return fmt.Errorf("query payment of %s: %w", o.ID, err)
+	}
+	switch st.State {
+	case channel.PaymentPaid:
+		return s.HandleEvent(ctx, o.Channel, channel.Event{Key: "query:" + st.TradeNo, Type: channel.EventPaymentSucceeded,
+			OrderID: o.ID.String(), TradeNo: st.TradeNo, AmountFen: st.AmountFen, At: st.PaidAt})
+	case channel.PaymentClosed:
+		return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+			cur, err := Lock(ctx, tx, o.UserID, o.ID)
+			if err != nil || cur.Status != StatusPending {
+				return err
+			}
+			return s.finish(ctx, tx, &cur, StatusClosed, "channel:"+o.Channel, "closed at the channel (found by query)")
+		})
+	}
+	return nil
+}
+
+// pendingLease is how long a claimed order is left to the replica that
+// claimed it before another may look at it.
+const pendingLease = time.Minute
+
+// ProcessPending looks at pending orders that are due: an expired one is
+// closed at its channel (or credited, if the channel says it was paid), and
+// one pending for a while is queried so a lost webhook still ends in a
+// credit. Orders are claimed with a lease under SKIP LOCKED, so replicas
+// share the work, and no channel is called inside a transaction.
+func (s *Service) ProcessPending(ctx context.Context, batch int) (int, bool, error) {
+	now := s.now().UTC()
+	rows, err := s.pool.Query(ctx, `
+		WITH due AS (
+			SELECT user_id AS due_user, id AS due_id FROM orders
+			 WHERE status = 'pending' AND check_after <= $1
+			 ORDER BY check_after LIMIT $3 FOR UPDATE SKIP LOCKED
+		)
+		UPDATE orders SET check_after = $2 FROM due
+		 WHERE user_id = due_user AND id = due_id
+		RETURNING `+orderColumns, now, now.Add(pendingLease), batch)
+	if err != nil {
+		return 0, false, fmt.Errorf("claim pending orders: %w", err)
+	}
+	due, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Order, error) { return scanOrder(r) })
+	if err != nil {
+		return 0, false, fmt.Errorf("claim pending orders: %w", err)
+	}
+	var errs []error
+	for _, o := range due {
+		if err := s.processPending(ctx, o, now); err != nil {
+			errs = append(errs, fmt.Errorf("order %s: %w", o.ID, err))
+		}
+	}
+	return len(due), len(due) == batch, errors.Join(errs...)
+}
+
+func (s *Service) processPending(ctx context.Context, o Order, now time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if !now.Before(o.ExpiresAt) {
+		err := s.close(ctx, o, "system", "expired unpaid")
+		if fe, ok := fault.As(err); ok && fe.Code == "channel_error" {
+			return nil // the lease runs out and the next round tries again
+		}
+		return err
+	}
+	ch, err := s.channels.Get(o.Channel)
+	if err != nil {
+		return err
+	}
+	return s.reconcile(ctx, ch, o)
+}

@@ -1,0 +1,429 @@
+package recharge_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/diamondd/diamondd/internal/app/apptest"
+	"github.com/diamondd/diamondd/internal/auth"
+	"github.com/diamondd/diamondd/internal/channel"
+	"github.com/diamondd/diamondd/internal/channel/sandbox"
+	"github.com/diamondd/diamondd/internal/config"
+	"github.com/diamondd/diamondd/internal/platform/postgres/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func count(t *testing.T, h *apptest.Harness, q string, args ...any) int {
+	t.Helper()
+	var n int
+	require.NoError(t, h.Pool.QueryRow(context.Background(), q, args...).Scan(&n))
+	return n
+}
+
+func TestRechargeEndToEnd(t *testing.T) {
+	t.Parallel()
+	h := apptest.New(t)
+	user := h.Token("u1", auth.RoleUser)
+
+	pk := h.Do("GET", "/v1/packages", apptest.Req{Token: user}).RequireStatus(t, 200)
+	require.Contains(t, string(pk.Body), `{"amount_fen":600,"diamonds":60,"id":"p60","label":"60 diamonds"}`)
+	chs := h.Do("GET", "/v1/channels?amount_fen=600", apptest.Req{Token: user}).RequireStatus(t, 200)
+	require.JSONEq(t, `[{"channel":"sandbox","available":true,"reason_code":null,"reason":null},
+		{"channel":"monthly_pay","available":false,"reason_code":"credit_not_opened","reason":"You have not opened a monthly credit line."}]`, string(chs.Body))
+
+	body := map[string]any{"channel": "sandbox", "package_id": "p60"}
+	first := h.Do("POST", "/v1/recharges", apptest.Req{Token: user, Key: "r1", Body: body}).RequireStatus(t, 201)
+	o := first.JSON()
+	require.Equal(t, "pending", o["status"])
+	require.EqualValues(t, 600, o["amount_fen"])
+	require.EqualValues(t, 60, o["diamonds"])
+	require.Equal(t, "sandbox", o["pay"].(map[string]any)["type"])
+	id := o["id"].(string)
+
+	again := h.Do("POST", "/v1/recharges", apptest.Req{Token: user, Key: "r1", Body: body}).RequireStatus(t, 201)
+	require.Equal(t, "true", again.Header.Get("Idempotent-Replayed"))
+	require.JSONEq(t, string(first.Body), string(again.Body))
+	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM orders`))
+
+	h.Pay(id, 600, "T-1", "e-1")
+	avail, _, _ := h.Wallet("u1")
+	require.EqualValues(t, 60, avail)
+
+	got := h.Do("GET", "/v1/recharges/"+id, apptest.Req{Token: user}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "paid", got["status"])
+	tl := got["timeline"].([]any)
+	require.Len(t, tl, 2)
+	require.Equal(t, "paid", tl[1].(map[string]any)["status"])
+	require.Equal(t, "channel:sandbox", tl[1].(map[string]any)["actor"])
+
+	// a custom amount in whole diamonds
+	c := h.Recharge(user, map[string]any{"channel": "sandbox", "amount_fen": 1230}, "r2")
+	require.EqualValues(t, 123, c["diamonds"])
+	list := h.Do("GET", "/v1/recharges?limit=1", apptest.Req{Token: user}).RequireStatus(t, 200).JSON()
+	require.Len(t, list["items"], 1)
+	require.Equal(t, c["id"], list["items"].([]any)[0].(map[string]any)["id"])
+	next := list["next_cursor"].(string)
+	list = h.Do("GET", "/v1/recharges?limit=1&cursor="+next, apptest.Req{Token: user}).RequireStatus(t, 200).JSON()
+	require.Equal(t, id, list["items"].([]any)[0].(map[string]any)["id"])
+
+	admin := h.Do("GET", "/v1/admin/recharges/"+id, apptest.Req{Token: h.Token("a", auth.RoleSupport)}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "T-1", admin["trade_no"])
+	require.Equal(t, "u1", admin["user_id"])
+	require.Len(t, admin["payments"], 1)
+	h.RequireClean()
+}
+
+func TestRechargeValidation(t *testing.T) {
+	t.Parallel()
+	h := apptest.New(t)
+	user := h.Token("u1", auth.RoleUser)
+	for name, tc := range map[string]struct {
+		body   string
+		status int
+		code   string
+	}{
+		"both":           {`{"channel":"sandbox","package_id":"p60","amount_fen":600}`, 400, "validation_failed"},
+		"neither":        {`{"channel":"sandbox"}`, 400, "validation_failed"},
+		"unknown pkg":    {`{"channel":"sandbox","package_id":"p1"}`, 400, "unknown_package"},
+		"below min":      {`{"channel":"sandbox","amount_fen":90}`, 400, "invalid_amount"},
+		"above max":      {`{"channel":"sandbox","amount_fen":5000010}`, 400, "invalid_amount"},
+		"part diamond":   {`{"channel":"sandbox","amount_fen":1234}`, 400, "invalid_amount"},
+		"float":          {`{"channel":"sandbox","amount_fen":600.5}`, 400, "validation_failed"},
+		"unknown field":  {`{"channel":"sandbox","amount_fen":600,"currency":"USD"}`, 400, "validation_failed"},
+		"unknown chan":   {`{"channel":"paypal","amount_fen":600}`, 422, "channel_unavailable"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := h.Do("POST", "/v1/recharges", apptest.Req{Token: user, Key: "k-" + name, Body: tc.body})
+			require.Equal(t, tc.status, r.Status, "body: %s", r.Body)
+			require.Equal(t, tc.code, r.Code(), "body: %s", r.Body)
+		})
+	}
+	r := h.Do("POST", "/v1/recharges", apptest.Req{Token: user, Body: `{"channel":"sandbox","amount_fen":600}`}).RequireStatus(t, 400)
+	require.Equal(t, "idempotency_key_required", r.Code())
+	h.Do("GET", "/v1/recharges/not-a-uuid", apptest.Req{Token: user}).RequireStatus(t, 400)
+}
+
+func TestWebhookRefusals(t *testing.T) {
+	t.Parallel()
+	h := apptest.New(t)
+	user := h.Token("u1", auth.RoleUser)
+	id := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "r")["id"].(string)
+	body := []byte(fmt.Sprintf(`{"event_id":"e-1","type":"payment.succeeded","order_id":"%s","trade_no":"T-1","amount_fen":600}`, id))
+	now := h.Clock.Now().Unix()
+
+	require.Equal(t, 401, h.SignedWebhook(body, now, "wrong-secret").Status)
+	require.Equal(t, 401, h.SignedWebhook(body, now-301, apptest.SandboxSecret).Status, "stale")
+	require.Equal(t, 401, h.SignedWebhook(body, now+301, apptest.SandboxSecret).Status, "future")
+	// tampered: signed for one body, another sent
+	tampered := h.Do("POST", "/v1/webhooks/sandbox", apptest.Req{Body: strings.Replace(string(body), "600", "6000", 1),
+		Headers: map[string]string{"X-Sandbox-Timestamp": fmt.Sprint(now), "X-Sandbox-Signature": sandbox.Sign(apptest.SandboxSecret, now, body)}})
+	require.Equal(t, 401, tampered.Status)
+	require.Equal(t, 401, h.Do("POST", "/v1/webhooks/sandbox", apptest.Req{Body: string(body)}).Status, "unsigned")
+	require.Equal(t, 0, count(t, h, `SELECT count(*) FROM webhook_events`))
+	avail, _, _ := h.Wallet("u1")
+	require.Zero(t, avail)
+
+	// verified but not understood: refused, nothing recorded
+	require.Equal(t, 400, h.SignedWebhook([]byte(`{"event_id":"x","type":"payment.teleported"}`), now, apptest.SandboxSecret).Status)
+	require.Equal(t, 400, h.SignedWebhook([]byte(`not json`), now, apptest.SandboxSecret).Status)
+	require.Equal(t, 0, count(t, h, `SELECT count(*) FROM webhook_events`))
+	require.Equal(t, 404, h.Do("POST", "/v1/webhooks/paypal", apptest.Req{Body: "{}"}).Status)
+
+	// within the window it counts
+	require.Equal(t, 200, h.SignedWebhook(body, now-299, apptest.SandboxSecret).Status)
+	avail, _, _ = h.Wallet("u1")
+	require.EqualValues(t, 60, avail)
+}
+
+// 50 concurrent deliveries of one event, then 50 of the same payment under
+// different event ids: one credit.
+func TestConcurrentDeliveries(t *testing.T) {
+	t.Parallel()
+	h := apptest.New(t)
+	user := h.Token("u1", auth.RoleUser)
+	id := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p300"}, "r")["id"].(string)
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ev := "same-event"
+			if i >= 50 {
+				ev = fmt.Sprintf("event-%d", i)
+			}
+			r := h.Webhook(map[string]any{"event_id": ev, "type": "payment.succeeded", "order_id": id, "trade_no": "T-1", "amount_fen": 3000})
+			require.Equal(t, 200, r.Status, "body: %s", r.Body)
+		}()
+	}
+	wg.Wait()
+	avail, _, _ := h.Wallet("u1")
+	require.EqualValues(t, 300, avail)
+	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM journals WHERE reference = $1`, "recharge:"+id))
+	require.Equal(t, 51, count(t, h, `SELECT count(*) FROM webhook_events`))
+	h.RequireClean()
+}
+
+func TestPaymentEdgeCases(t *testing.T) {
+	t.Parallel()
+	h := apptest.New(t)
+	user := h.Token("u1", auth.RoleUser)
+	support := h.Token("agent", auth.RoleSupport)
+	order := func(key string) string {
+		return h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, key)["id"].(string)
+	}
+	adminView := func(id string) map[string]any {
+		return h.Do("GET", "/v1/admin/recharges/"+id, apptest.Req{Token: support}).RequireStatus(t, 200).JSON()
+	}
+
+	t.Run("amount mismatch", func(t *testing.T) {
+		id := order("mismatch")
+		h.Pay(id, 599, "T-m", "e-m")
+		v := adminView(id)
+		require.Equal(t, "pending", v["status"])
+		require.Equal(t, []any{"amount_mismatch"}, v["flags"])
+		require.Equal(t, "amount_mismatch", v["payments"].([]any)[0].(map[string]any)["outcome"])
+		avail, _, _ := h.Wallet("u1")
+		require.Zero(t, avail)
+	})
+
+	t.Run("double payment is refunded automatically", func(t *testing.T) {
+		id := order("double")
+		h.Pay(id, 600, "T-d1", "e-d1")
+		h.Pay(id, 600, "T-d2", "e-d2")
+		avail, _, _ := h.Wallet("u1")
+		require.EqualValues(t, 60, avail)
+		v := adminView(id)
+		require.Equal(t, "paid", v["status"])
+		require.Contains(t, v["flags"], "duplicate_payment")
+		var refundID string
+		for _, p := range v["payments"].([]any) {
+			if p.(map[string]any)["trade_no"] == "T-d2" {
+				require.Equal(t, "duplicate", p.(map[string]any)["outcome"])
+				refundID = p.(map[string]any)["refund_id"].(string)
+			}
+		}
+		require.NotEmpty(t, refundID)
+		// the refund worker submits it to the channel; the sandbox confirms by webhook
+		h.RunWorkers()
+		r := h.Do("GET", "/v1/admin/refunds/"+refundID, apptest.Req{Token: support}).RequireStatus(t, 200).JSON()
+		require.Equal(t, "processing", r["status"])
+		require.Equal(t, "duplicate_payment", r["kind"])
+		require.EqualValues(t, 600, r["amount_fen"])
+		require.EqualValues(t, 0, r["diamonds"])
+		require.Equal(t, 200, h.Webhook(map[string]any{"event_id": "e-rd", "type": "refund.succeeded", "refund_id": refundID, "amount_fen": 600}).Status)
+		r = h.Do("GET", "/v1/admin/refunds/"+refundID, apptest.Req{Token: support}).RequireStatus(t, 200).JSON()
+		require.Equal(t, "succeeded", r["status"])
+		require.Equal(t, "paid", adminView(id)["status"], "the order keeps its own payment")
+		avail, _, _ = h.Wallet("u1")
+		require.EqualValues(t, 60, avail)
+		avail = 0
+	})
+
+	t.Run("failed after paid is ignored", func(t *testing.T) {
+		id := order("failed-after")
+		before, _, _ := h.Wallet("u1")
+		h.Pay(id, 600, "T-f", "e-f1")
+		require.Equal(t, 200, h.Webhook(map[string]any{"event_id": "e-f2", "type": "payment.failed", "order_id": id, "trade_no": "T-f"}).Status)
+		require.Equal(t, "paid", adminView(id)["status"])
+		after, _, _ := h.Wallet("u1")
+		require.EqualValues(t, 60, after-before)
+	})
+
+	t.Run("cancel then pay: credited late", func(t *testing.T) {
+		id := order("late")
+		c := h.Do("POST", "/v1/recharges/"+id+"/cancel", apptest.Req{Token: user}).RequireStatus(t, 200).JSON()
+		require.Equal(t, "closed", c["status"])
+		// a second cancel is refused
+		require.Equal(t, "invalid_state", h.Do("POST", "/v1/recharges/"+id+"/cancel", apptest.Req{Token: user}).RequireStatus(t, 409).Code())
+		before, _, _ := h.Wallet("u1")
+		h.Pay(id, 600, "T-l", "e-l")
+		v := adminView(id)
+		require.Equal(t, "paid", v["status"])
+		require.Contains(t, v["flags"], "late_payment")
+		after, _, _ := h.Wallet("u1")
+		require.EqualValues(t, 60, after-before)
+	})
+
+	t.Run("failed while pending", func(t *testing.T) {
+		id := order("fails")
+		require.Equal(t, 200, h.Webhook(map[string]any{"event_id": "e-x", "type": "payment.failed", "order_id": id, "reason": "card declined"}).Status)
+		require.Equal(t, "failed", adminView(id)["status"])
+	})
+
+	t.Run("other users see nothing", func(t *testing.T) {
+		id := order("mine")
+		other := h.Token("u2", auth.RoleUser)
+		require.Equal(t, "not_found", h.Do("GET", "/v1/recharges/"+id, apptest.Req{Token: other}).RequireStatus(t, 404).Code())
+		h.Do("POST", "/v1/recharges/"+id+"/cancel", apptest.Req{Token: other}).RequireStatus(t, 404)
+		require.Empty(t, h.Do("GET", "/v1/recharges", apptest.Req{Token: other}).RequireStatus(t, 200).JSON()["items"])
+	})
+	h.RequireClean()
+}
+
+func TestMonthlyPay(t *testing.T) {
+	t.Parallel()
+	h := apptest.New(t, func(c *config.Config) { c.RateLimitRechargePerMin = 0 })
+	lead := h.Token("lead", auth.RoleSupportLead)
+	user := h.Token("u1", auth.RoleUser)
+	eligibility := func(tok string, amount int64) map[string]any {
+		list := h.Do("GET", fmt.Sprintf("/v1/channels?amount_fen=%d", amount), apptest.Req{Token: tok}).RequireStatus(t, 200)
+		var items []map[string]any
+		list.Decode(t, &items)
+		for _, it := range items {
+			if it["channel"] == "monthly_pay" {
+				return it
+			}
+		}
+		t.Fatal("no monthly_pay")
+		return nil
+	}
+	reason := func(tok string, amount int64) any { return eligibility(tok, amount)["reason_code"] }
+	setLine := func(user string, limit int64, status string) *apptest.Response {
+		return h.Do("PUT", "/v1/admin/users/"+user+"/credit-line", apptest.Req{Token: lead,
+			Body: map[string]any{"limit_fen": limit, "status": status}})
+	}
+
+	require.Equal(t, "credit_not_opened", reason(user, 600))
+	h.Do("PUT", "/v1/admin/users/u1/credit-line", apptest.Req{Token: h.Token("agent", auth.RoleSupport),
+		Body: map[string]any{"limit_fen": 100000, "status": "active"}}).RequireStatus(t, 403)
+	line := setLine("u1", 100000, "active").RequireStatus(t, 200).JSON()
+	require.EqualValues(t, 100000, line["available_fen"])
+	require.Equal(t, true, eligibility(user, 600)["available"])
+	require.Equal(t, "credit_insufficient", reason(user, 100010))
+	require.Equal(t, "amount_above_max", reason(user, 200010))
+	setLine("u1", 100000, "frozen").RequireStatus(t, 200)
+	require.Equal(t, "credit_frozen", reason(user, 600))
+	r := h.Do("POST", "/v1/recharges", apptest.Req{Token: user, Key: "frozen", Body: map[string]any{"channel": "monthly_pay", "package_id": "p60"}}).RequireStatus(t, 422)
+	require.Equal(t, "channel_unavailable", r.Code())
+	require.Equal(t, "credit_frozen", r.JSON()["reason_code"])
+	setLine("u1", 100000, "overdue").RequireStatus(t, 200)
+	require.Equal(t, "credit_overdue", reason(user, 600))
+	setLine("u1", 100000, "active").RequireStatus(t, 200)
+
+	minor := h.Token("kid", auth.RoleUser, h.Clock.Now().AddDate(-12, 0, 0).Format(time.DateOnly))
+	setLine("kid", 100000, "active").RequireStatus(t, 200)
+	require.Equal(t, "minor_not_allowed", reason(minor, 600))
+
+	// paid at once
+	o := h.Recharge(user, map[string]any{"channel": "monthly_pay", "package_id": "p60"}, "m1")
+	require.Equal(t, "paid", o["status"])
+	avail, _, _ := h.Wallet("u1")
+	require.EqualValues(t, 60, avail)
+
+	// concurrent orders cannot overdraw the line: 99 400 fen left, 20 × 9 800
+	var wg sync.WaitGroup
+	statuses := make([]int, 20)
+	for i := range statuses {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i] = h.Do("POST", "/v1/recharges", apptest.Req{Token: user, Key: fmt.Sprintf("c%d", i),
+				Body: map[string]any{"channel": "monthly_pay", "package_id": "p980"}}).Status
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, s := range statuses {
+		require.Contains(t, []int{201, 422}, s)
+		if s == 201 {
+			ok++
+		}
+	}
+	require.Equal(t, 10, ok)
+	line = setLine("u1", 100000, "active").RequireStatus(t, 200).JSON()
+	require.EqualValues(t, 98600, line["used_fen"])
+	avail, _, _ = h.Wallet("u1")
+	require.EqualValues(t, 60+10*980, avail)
+
+	// maintenance switches it off for everyone
+	h2 := apptest.New(t, func(c *config.Config) { c.ChannelsMaintenance = []string{"monthly_pay"} })
+	require.Equal(t, "channel_disabled", h2.Do("GET", "/v1/channels?amount_fen=600", apptest.Req{Token: h2.Token("u1", auth.RoleUser)}).
+		RequireStatus(t, 200).JSON2()[1]["reason_code"])
+	audit := h.Do("GET", "/v1/admin/audit", apptest.Req{Token: lead}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "credit_line.set", audit["items"].([]any)[0].(map[string]any)["action"])
+	h.RequireClean()
+}
+
+// queryable is the sandbox with a channel-side view of payments, as a real
+// channel's query API would give.
+type queryable struct {
+	*sandbox.Channel
+	mu     sync.Mutex
+	paid   map[string]channel.PaymentStatus
+	closed []string
+}
+
+func (q *queryable) QueryPayment(_ context.Context, id string) (channel.PaymentStatus, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if st, ok := q.paid[id]; ok {
+		return st, nil
+	}
+	return channel.PaymentStatus{State: channel.PaymentPending}, nil
+}
+
+func (q *queryable) ClosePayment(_ context.Context, id string) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if _, ok := q.paid[id]; ok {
+		return channel.ErrAlreadyPaid
+	}
+	q.closed = append(q.closed, id)
+	return nil
+}
+
+func TestPendingWorker(t *testing.T) {
+	t.Parallel()
+	sb, err := sandbox.New(apptest.SandboxSecret, false, time.Now)
+	require.NoError(t, err)
+	fake := &queryable{Channel: sb, paid: map[string]channel.PaymentStatus{}}
+	h := apptest.NewWith(t, map[string]channel.Channel{"sandbox": fake})
+	user := h.Token("u1", auth.RoleUser)
+	lost := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "lost")["id"].(string)
+	expiring := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p300"}, "exp")["id"].(string)
+	paidLate := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p980"}, "pl")["id"].(string)
+
+	// the channel took the money but its webhook never came
+	fake.mu.Lock()
+	fake.paid[lost] = channel.PaymentStatus{State: channel.PaymentPaid, TradeNo: "T-lost", AmountFen: 600}
+	fake.mu.Unlock()
+	h.RunWorkers()
+	avail, _, _ := h.Wallet("u1")
+	require.Zero(t, avail, "not queried before PENDING_QUERY_AFTER")
+
+	h.Clock.Advance(3 * time.Minute)
+	h.RunWorkers()
+	avail, _, _ = h.Wallet("u1")
+	require.EqualValues(t, 60, avail, "the query recovered the lost webhook")
+
+	// a late webhook for the same trade changes nothing
+	h.Pay(lost, 600, "T-lost", "e-late")
+	avail, _, _ = h.Wallet("u1")
+	require.EqualValues(t, 60, avail)
+
+	// expiry: closed at the channel and here, not credited; an order the
+	// channel reports paid at expiry is credited instead
+	fake.mu.Lock()
+	fake.paid[paidLate] = channel.PaymentStatus{State: channel.PaymentPaid, TradeNo: "T-pl", AmountFen: 9800}
+	fake.mu.Unlock()
+	h.Clock.Advance(13 * time.Minute)
+	h.RunWorkers()
+	support := h.Token("agent", auth.RoleSupport)
+	e := h.Do("GET", "/v1/admin/recharges/"+expiring, apptest.Req{Token: support}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "closed", e["status"])
+	require.Contains(t, fake.closed, expiring)
+	p := h.Do("GET", "/v1/admin/recharges/"+paidLate, apptest.Req{Token: support}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "paid", p["status"])
+	avail, _, _ = h.Wallet("u1")
+	require.EqualValues(t, 60+980, avail)
+	require.Equal(t, http.StatusOK, h.Do("GET", "/v1/recharges/"+expiring, apptest.Req{Token: user}).Status)
+	h.RequireClean()
+}

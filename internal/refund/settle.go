@@ -1,0 +1,263 @@
+package refund
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/diamondd/diamondd/internal/channel"
+	"github.com/diamondd/diamondd/internal/ledger"
+	"github.com/diamondd/diamondd/internal/platform/postgres"
+	"github.com/diamondd/diamondd/internal/recharge"
+)
+
+// submitLease is how long a claimed refund is left to the replica working on
+// it before another may pick it up; a channel call has to finish within it.
+const submitLease = time.Minute
+
+// Submit sends an approved refund to its channel now, outside any
+// transaction, and records the answer. It is safe to call any number of
+// times and from any replica: the refund id is the channel's idempotent
+// refund number, and only the first recorded outcome counts.
+func (s *Service) Submit(ctx context.Context, userID string, id uuid.UUID) error {
+	r, err := get(ctx, s.pool, userID, id, false)
+	if err != nil {
+		return err
+	}
+	return s.work(ctx, r)
+}
+
+// ProcessDue submits approved refunds a crash or a channel error left
+// behind and polls those the channel is still processing. Refunds are
+// claimed with a lease under SKIP LOCKED so replicas share the work.
+func (s *Service) ProcessDue(ctx context.Context, batch int) (int, bool, error) {
+	now := s.now().UTC()
+	rows, err := s.pool.Query(ctx, `
+		WITH due AS (
+			SELECT user_id AS due_user, id AS due_id FROM refunds
+			 WHERE status IN ('approved', 'processing') AND next_attempt_at <= $1
+			 ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED
+		)
+		UPDATE refunds SET next_attempt_at = $2 FROM due
+		 WHERE user_id = due_user AND id = due_id
+		RETURNING `+refundColumns, now, now.Add(submitLease), batch)
+	if err != nil {
+		return 0, false, fmt.Errorf("claim due refunds: %w", err)
+	}
+	due, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Refund, error) { return scanRefund(r) })
+	if err != nil {
+		return 0, false, fmt.Errorf("claim due refunds: %w", err)
+	}
+	var errs []error
+	for _, r := range due {
+		if err := s.work(ctx, r); err != nil {
+			errs = append(errs, fmt.Errorf("refund %s: %w", r.ID, err))
+		}
+	}
+	return len(due), len(due) == batch, errors.Join(errs...)
+}
+
+// work submits an approved refund or polls a processing one.
+func (s *Service) work(ctx context.Context, r Refund) error {
+	if r.Status != StatusApproved && r.Status != StatusProcessing {
+		return nil
+	}
+	ch, err := s.channels.Get(r.Channel)
+	if err != nil {
+		return fmt.Errorf("channel %s: %w", r.Channel, err)
+	}
+	o, err := s.recharges.Get(ctx, "", r.OrderID)
+	if err != nil {
+		return err
+	}
+	req := channel.RefundRequest{OrderID: r.OrderID.String(), TradeNo: r.TradeNo, RefundID: r.ID.String(),
+		AmountFen: r.AmountFen, TotalFen: o.AmountFen, Reason: r.ReasonCode}
+	if r.Kind == KindDuplicatePayment {
+		req.TotalFen = r.AmountFen // the duplicate payment is refunded whole
+	}
+
+	if inDB, ok := ch.(channel.InDatabase); ok {
+		// The credit line is ours: restoring it and settling the refund
+		// happen in one transaction.
+		return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+			cur, err := get(ctx, tx, r.UserID, r.ID, true)
+			if err != nil || (cur.Status != StatusApproved && cur.Status != StatusProcessing) {
+				return err
+			}
+			if err := inDB.RefundInTx(ctx, tx, r.UserID, req); err != nil {
+				return err
+			}
+			return s.settle(ctx, tx, &cur, channel.RefundStatus{State: channel.RefundSucceeded, ChannelRefundID: "mp-" + r.ID.String()},
+				Actor{ID: r.Channel, Role: "channel"})
+		})
+	}
+
+	callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var st channel.RefundStatus
+	if r.Status == StatusApproved {
+		st, err = ch.Refund(callCtx, req)
+	} else {
+		st, err = ch.QueryRefund(callCtx, r.OrderID.String(), r.ID.String())
+		if err == nil && st.State == channel.RefundNotFound {
+			// The channel never saw it (a submission lost on the way):
+			// submitting again is safe under the same refund number.
+			st, err = ch.Refund(callCtx, req)
+		}
+	}
+	if err != nil {
+		// Outcome unknown: never treated as failed. Try again later with
+		// the same refund number, backing off.
+		s.log.WarnContext(ctx, "refund call failed; will retry", "refund", r.ID, "channel", r.Channel, "error", err)
+		_, uerr := s.pool.Exec(ctx, `UPDATE refunds SET attempts = attempts + 1, next_attempt_at = $3
+			WHERE user_id = $1 AND id = $2 AND status IN ('approved', 'processing')`,
+			r.UserID, r.ID, s.now().UTC().Add(backoff(r.Attempts+1)))
+		return uerr
+	}
+	return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+		cur, err := get(ctx, tx, r.UserID, r.ID, true)
+		if err != nil || (cur.Status != StatusApproved && cur.Status != StatusProcessing) {
+			return err
+		}
+		return s.settle(ctx, tx, &cur, st, Actor{ID: r.Channel, Role: "channel"})
+	})
+}
+
+// backoff grows from 5 s to 10 min.
+func backoff(attempt int) time.Duration {
+	d := 5 * time.Second << min(attempt, 7)
+	return min(d, 10*time.Minute)
+}
+
+// HandleEvent applies a refund notification: recorded once under its event
+// key, then the refund settles; an event for a refund already final is
+// recorded and ignored.
+func (s *Service) HandleEvent(ctx context.Context, chName string, ev channel.Event) error {
+	return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+		fresh, err := recharge.RecordEvent(ctx, tx, chName, ev, ev.RefundID, s.now().UTC())
+		if err != nil || !fresh {
+			return err
+		}
+		outcome, userID, err := s.applyEvent(ctx, tx, chName, ev)
+		if err != nil {
+			return err
+		}
+		return recharge.SetEventOutcome(ctx, tx, chName, ev.Key, userID, outcome)
+	})
+}
+
+func (s *Service) applyEvent(ctx context.Context, tx pgx.Tx, chName string, ev channel.Event) (string, string, error) {
+	id, err := uuid.Parse(ev.RefundID)
+	if err != nil {
+		return "unknown_refund", "", nil
+	}
+	owner, err := s.owner(ctx, tx, "", id)
+	if errors.Is(err, errNotFound) {
+		return "unknown_refund", "", nil
+	}
+	if err != nil {
+		return "", "", err
+	}
+	r, err := get(ctx, tx, owner, id, true)
+	if err != nil {
+		return "", "", err
+	}
+	if r.Channel != chName {
+		return "wrong_channel", owner, nil
+	}
+	if r.Status != StatusApproved && r.Status != StatusProcessing {
+		return "stale", owner, nil
+	}
+	st := channel.RefundStatus{State: channel.RefundSucceeded, AmountFen: ev.AmountFen}
+	if ev.Type == channel.EventRefundFailed {
+		st = channel.RefundStatus{State: channel.RefundFailed, Reason: ev.Reason}
+	}
+	return string(st.State), owner, s.settle(ctx, tx, &r, st, Actor{ID: chName, Role: "channel"})
+}
+
+// settle records what the channel said of a locked, live refund.
+func (s *Service) settle(ctx context.Context, tx pgx.Tx, r *Refund, st channel.RefundStatus, actor Actor) error {
+	now := s.now().UTC()
+	switch st.State {
+	case channel.RefundProcessing:
+		if r.Status == StatusProcessing {
+			_, err := tx.Exec(ctx, `UPDATE refunds SET next_attempt_at = $3 WHERE user_id = $1 AND id = $2`,
+				r.UserID, r.ID, now.Add(s.cfg.PollInterval))
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE refunds SET status = 'processing', channel_refund_id = nullif($3, ''),
+			next_attempt_at = $4, updated_at = $5 WHERE user_id = $1 AND id = $2`,
+			r.UserID, r.ID, st.ChannelRefundID, now.Add(s.cfg.PollInterval), now)
+		if err != nil {
+			return fmt.Errorf("mark refund %s processing: %w", r.ID, err)
+		}
+		r.Status = StatusProcessing
+		return s.timeline(ctx, tx, *r, StatusProcessing, actor, "submitted to the channel")
+	case channel.RefundSucceeded:
+		return s.succeed(ctx, tx, r, st, actor, now)
+	case channel.RefundFailed:
+		note := "the channel refused the refund"
+		if st.Reason != "" {
+			note += ": " + st.Reason
+		}
+		return s.end(ctx, tx, r, StatusFailed, actor, note, nil)
+	}
+	// not_found after a resubmission, or an unknown state: poll again later.
+	_, err := tx.Exec(ctx, `UPDATE refunds SET next_attempt_at = $3 WHERE user_id = $1 AND id = $2`,
+		r.UserID, r.ID, now.Add(s.cfg.PollInterval))
+	return err
+}
+
+func (s *Service) succeed(ctx context.Context, tx pgx.Tx, r *Refund, st channel.RefundStatus, actor Actor, now time.Time) error {
+	if r.Diamonds > 0 {
+		shortfall := ledger.ShortfallDebt
+		if r.Clawback == ClawbackWriteOff {
+			shortfall = ledger.ShortfallWriteOff
+		}
+		if _, err := s.ledger.Settle(ctx, tx, r.UserID, r.Held, r.Diamonds, shortfall, postRef(*r), "refund "+r.ID.String()); err != nil {
+			return fmt.Errorf("settle refund %s: %w", r.ID, err)
+		}
+	}
+	_, err := tx.Exec(ctx, `UPDATE refunds SET status = 'succeeded', channel_refund_id = coalesce(nullif($3, ''), channel_refund_id),
+		next_attempt_at = NULL, updated_at = $4 WHERE user_id = $1 AND id = $2`, r.UserID, r.ID, st.ChannelRefundID, now)
+	if err != nil {
+		return fmt.Errorf("mark refund %s succeeded: %w", r.ID, err)
+	}
+	r.Status = StatusSucceeded
+	note := fmt.Sprintf("refunded %d fen", r.AmountFen)
+	if r.Diamonds > 0 {
+		note += fmt.Sprintf("; %d diamonds taken back", r.Diamonds)
+		if short := r.Diamonds - r.Held; short > 0 {
+			note += fmt.Sprintf(" (%d already spent: %s)", short, map[string]string{ClawbackAllowDebt: "now owed as debt", ClawbackWriteOff: "written off"}[r.Clawback])
+		}
+	}
+	if err := s.timeline(ctx, tx, *r, StatusSucceeded, actor, note); err != nil {
+		return err
+	}
+	if r.Kind == KindDuplicatePayment {
+		return nil
+	}
+	// The order follows its refunds.
+	var refunded, amount int64
+	err = tx.QueryRow(ctx, `
+		SELECT coalesce(sum(r.amount_fen), 0), o.amount_fen FROM orders o
+		  LEFT JOIN refunds r ON r.user_id = o.user_id AND r.order_id = o.id AND r.status = 'succeeded' AND r.kind <> 'duplicate_payment'
+		 WHERE o.user_id = $1 AND o.id = $2 GROUP BY o.amount_fen`, r.UserID, r.OrderID).Scan(&refunded, &amount)
+	if err != nil {
+		return fmt.Errorf("sum refunds of order %s: %w", r.OrderID, err)
+	}
+	status := recharge.StatusPartiallyRefunded
+	if refunded >= amount {
+		status = recharge.StatusRefunded
+	}
+	if _, err := tx.Exec(ctx, `UPDATE orders SET status = $3, updated_at = $4 WHERE user_id = $1 AND id = $2 AND status <> $3`,
+		r.UserID, r.OrderID, status, now); err != nil {
+		return fmt.Errorf("update order %s: %w", r.OrderID, err)
+	}
+	return recharge.AddTimeline(ctx, tx, s.newID(), r.UserID, r.OrderID, status, actor.label(),
+		fmt.Sprintf("refund %s of %d fen succeeded (%d of %d fen refunded)", r.ID, r.AmountFen, refunded, amount), now)
+}
