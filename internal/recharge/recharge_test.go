@@ -90,15 +90,15 @@ func TestRechargeValidation(t *testing.T) {
 		status int
 		code   string
 	}{
-		"both":           {`{"channel":"sandbox","package_id":"p60","amount_fen":600}`, 400, "validation_failed"},
-		"neither":        {`{"channel":"sandbox"}`, 400, "validation_failed"},
-		"unknown pkg":    {`{"channel":"sandbox","package_id":"p1"}`, 400, "unknown_package"},
-		"below min":      {`{"channel":"sandbox","amount_fen":90}`, 400, "invalid_amount"},
-		"above max":      {`{"channel":"sandbox","amount_fen":5000010}`, 400, "invalid_amount"},
-		"part diamond":   {`{"channel":"sandbox","amount_fen":1234}`, 400, "invalid_amount"},
-		"float":          {`{"channel":"sandbox","amount_fen":600.5}`, 400, "validation_failed"},
-		"unknown field":  {`{"channel":"sandbox","amount_fen":600,"currency":"USD"}`, 400, "validation_failed"},
-		"unknown chan":   {`{"channel":"paypal","amount_fen":600}`, 422, "channel_unavailable"},
+		"both":          {`{"channel":"sandbox","package_id":"p60","amount_fen":600}`, 400, "validation_failed"},
+		"neither":       {`{"channel":"sandbox"}`, 400, "validation_failed"},
+		"unknown pkg":   {`{"channel":"sandbox","package_id":"p1"}`, 400, "unknown_package"},
+		"below min":     {`{"channel":"sandbox","amount_fen":90}`, 400, "invalid_amount"},
+		"above max":     {`{"channel":"sandbox","amount_fen":5000010}`, 400, "invalid_amount"},
+		"part diamond":  {`{"channel":"sandbox","amount_fen":1234}`, 400, "invalid_amount"},
+		"float":         {`{"channel":"sandbox","amount_fen":600.5}`, 400, "validation_failed"},
+		"unknown field": {`{"channel":"sandbox","amount_fen":600,"currency":"USD"}`, 400, "validation_failed"},
+		"unknown chan":  {`{"channel":"paypal","amount_fen":600}`, 422, "channel_unavailable"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := h.Do("POST", "/v1/recharges", apptest.Req{Token: user, Key: "k-" + name, Body: tc.body})

@@ -433,4 +433,3 @@ func deref(s *string) string {
 	}
 	return *s
 }
-

@@ -325,6 +325,9 @@ func TestWebhookResponse(t *testing.T) {
 	}
 }
 
+// FuzzAlipayNotify feeds arbitrary bodies to ParseWebhook. With sign set,
+// a body that parses as a form is signed first, so the fuzzer also reaches
+// everything behind the signature check.
 func FuzzAlipayNotify(f *testing.F) {
 	fake := alipaytest.New(f, alipaytest.Options{})
 	cfg := fake.Config()
@@ -334,28 +337,50 @@ func FuzzAlipayNotify(f *testing.F) {
 		f.Fatal(err)
 	}
 	base := baseNotify(fake.AppID())
-	f.Add(fake.SignNotification(base))
-	f.Add(fake.SignNotification(with(base, "out_biz_no", "r-1", "refund_fee", "1.00")))
-	f.Add(fake.SignNotification(with(base, "total_amount", "1e9")))
-	f.Add([]byte("sign=&sign_type=RSA2"))
-	f.Add([]byte("a=1&a=2"))
-	f.Add([]byte("%"))
-	f.Fuzz(func(t *testing.T, body []byte) {
+	f.Add(fake.SignNotification(base), false)
+	f.Add([]byte(base.Encode()), true)
+	f.Add([]byte(with(base, "out_biz_no", "r-1", "refund_fee", "1.00").Encode()), true)
+	f.Add([]byte(with(base, "trade_status", "TRADE_CLOSED", "refund_fee", "6.00").Encode()), true)
+	f.Add([]byte(with(base, "total_amount", "1e9").Encode()), true)
+	f.Add([]byte("sign=&sign_type=RSA2"), false)
+	f.Add([]byte("a=1&a=2"), true)
+	f.Add([]byte("%"), false)
+	f.Fuzz(func(t *testing.T, body []byte, sign bool) {
+		start := time.Now()
+		defer func() {
+			if d := time.Since(start); d > 300*time.Millisecond {
+				t.Fatalf("slow: %v sign=%v len=%d %q", d, sign, len(body), body)
+			}
+		}()
+		if sign {
+			if p, err := url.ParseQuery(string(body)); err == nil {
+				body = fake.SignNotification(p)
+			}
+		}
 		evs, err := ch.ParseWebhook(context.Background(), http.Header{}, body)
+		resp := ch.WebhookResponse(err)
 		if err != nil {
 			if !errors.Is(err, channel.ErrBadSignature) && !errors.Is(err, channel.ErrMalformed) {
 				t.Fatalf("error %v wraps neither ErrBadSignature nor ErrMalformed", err)
 			}
-			if len(evs) != 0 {
-				t.Fatalf("events with an error: %+v", evs)
+			if len(evs) != 0 || string(resp.Body) == "success" {
+				t.Fatalf("error %v with events %+v, response %q", err, evs, resp.Body)
 			}
 			return
+		}
+		if len(evs) > 1 {
+			t.Fatalf("more than one event: %+v", evs)
 		}
 		for _, ev := range evs {
 			if ev.Key == "" || ev.OrderID == "" {
 				t.Fatalf("accepted event without key or order: %+v", ev)
 			}
+			if (ev.Type == channel.EventPaymentSucceeded || ev.Type == channel.EventRefundSucceeded) && ev.AmountFen <= 0 {
+				t.Fatalf("money event without a positive amount: %+v", ev)
+			}
+			if ev.Type == channel.EventRefundSucceeded && ev.RefundID == "" {
+				t.Fatalf("refund event without refund id: %+v", ev)
+			}
 		}
-		_ = ch.WebhookResponse(err)
 	})
 }
