@@ -65,9 +65,12 @@ type Options struct {
 	InlineRetry    time.Duration // how long a worker redelivers a webhook itself before queueing it
 	RefundWait     time.Duration // how long a refund flow waits for the refund to reach the channel
 
-	ServerPID int           // read the server's RSS from /proc (else from /metrics)
-	Log       func(string)  // progress lines; nil: silent
-	Interval  time.Duration // progress interval (default 5s)
+	ServerPID int // read the server's RSS from /proc (else from /metrics)
+	// OnReply, when set, sees every reply: status 0 for a transport
+	// failure, code "" for a success (chaos counts 5xx with it).
+	OnReply  func(step string, status int, code string)
+	Log      func(string)  // progress lines; nil: silent
+	Interval time.Duration // progress interval (default 5s)
 }
 
 func (o *Options) defaults() error {
@@ -151,6 +154,7 @@ type Runner struct {
 	seq          atomic.Int64
 	started      atomic.Int64 // measured flows started (Count mode)
 	rateLimited  atomic.Int64
+	lastOK       atomic.Int64 // unix nanoseconds of the last completed flow
 
 	users   []string
 	credits chan Order // pending orders for the credit scenario
@@ -192,6 +196,9 @@ func New(opt Options) (*Runner, error) {
 // Options returns the run's options after defaults.
 func (r *Runner) Options() Options { return r.opt }
 
+// LastFlowOK is when a flow last completed.
+func (r *Runner) LastFlowOK() time.Time { return time.Unix(0, r.lastOK.Load()) }
+
 // Model returns what the run knows it did.
 func (r *Runner) Model() *Model { return r.model }
 
@@ -203,8 +210,15 @@ func (r *Runner) Close() {
 }
 
 func (r *Runner) record(step string, d time.Duration, code string, rep *reply) {
-	if rep != nil && rep.status == 429 {
+	status := 0
+	if rep != nil {
+		status = rep.status
+	}
+	if status == 429 {
 		r.rateLimited.Add(1)
+	}
+	if r.opt.OnReply != nil {
+		r.opt.OnReply(step, status, code)
 	}
 	r.cur.Load().request(step, d, code)
 }
@@ -325,6 +339,9 @@ func (r *Runner) Run(ctx context.Context) (*Result, error) {
 					return
 				}
 				r.cur.Load().flow(kind, ok)
+				if ok {
+					r.lastOK.Store(time.Now().UnixNano())
+				}
 			}
 		}()
 	}
