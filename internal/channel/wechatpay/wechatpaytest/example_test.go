@@ -1,0 +1,66 @@
+package wechatpaytest_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"time"
+
+	"github.com/diamondd/diamondd/internal/channel"
+	"github.com/diamondd/diamondd/internal/channel/wechatpay"
+	"github.com/diamondd/diamondd/internal/channel/wechatpay/wechatpaytest"
+)
+
+// A whole payment against the fake: the adapter places the APP order, the
+// payer pays at the fake, and the notification reaches our webhook, which
+// answers with the adapter's acknowledgement.
+func Example() {
+	fake, err := wechatpaytest.Start(wechatpaytest.Options{}) // in a test: wechatpaytest.New(t, wechatpaytest.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer fake.Close()
+
+	var ch *wechatpay.Channel
+	events := make(chan channel.Event, 10)
+	webhook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		evs, err := ch.ParseWebhook(r.Context(), r.Header, body)
+		for _, ev := range evs {
+			events <- ev
+		}
+		resp := ch.WebhookResponse(err)
+		w.WriteHeader(resp.Status)
+		_, _ = w.Write(resp.Body)
+	}))
+	defer webhook.Close()
+
+	cfg := fake.Config()
+	cfg.NotifyURL = webhook.URL
+	if ch, err = wechatpay.New(cfg); err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	p, err := ch.CreatePayment(ctx, channel.Order{ID: "order-1", AmountFen: 600, Subject: "60 diamonds", ExpiresAt: time.Now().Add(15 * time.Minute)})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(p.Pay["package"])
+	if _, err := fake.Pay("order-1"); err != nil {
+		panic(err)
+	}
+	_ = fake.WaitIdle(ctx)
+	ev := <-events
+	fmt.Println(ev.Type, ev.OrderID, ev.AmountFen)
+
+	st, _ := ch.Refund(ctx, channel.RefundRequest{OrderID: "order-1", RefundID: "refund-1", AmountFen: 200, TotalFen: 600})
+	_ = fake.WaitIdle(ctx)
+	ev = <-events
+	fmt.Println(st.State, ev.Type, ev.RefundID)
+	// Output:
+	// Sign=WXPay
+	// payment.succeeded order-1 600
+	// succeeded refund.succeeded refund-1
+}
