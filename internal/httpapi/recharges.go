@@ -234,8 +234,12 @@ func toRisk(raw json.RawMessage) *oapi.Risk {
 	}
 	r := oapi.Risk{Score: a.Score, Flags: make([]oapi.RiskFlag, 0, len(a.Flags))}
 	for _, f := range a.Flags {
-		ev := f.Evidence
-		r.Flags = append(r.Flags, oapi.RiskFlag{Code: oapi.RiskFlagCode(f.Code), Score: f.Score, Evidence: &ev})
+		rf := oapi.RiskFlag{Code: oapi.RiskFlagCode(f.Code), Score: f.Score}
+		if f.Evidence != nil {
+			ev := f.Evidence
+			rf.Evidence = &ev
+		}
+		r.Flags = append(r.Flags, rf)
 	}
 	return &r
 }

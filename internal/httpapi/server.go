@@ -236,8 +236,8 @@ func validateResponses(router routers.Router) echo.MiddlewareFunc {
 			if err != nil {
 				return next(c)
 			}
-			rec := &recorder{header: http.Header{}}
 			orig := c.Response().Writer
+			rec := &recorder{header: orig.Header().Clone()}
 			c.Response().Writer = rec
 			herr := next(c)
 			if herr != nil {

@@ -1,0 +1,424 @@
+package refund_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/diamondd/diamondd/internal/app/apptest"
+	"github.com/diamondd/diamondd/internal/auth"
+	"github.com/diamondd/diamondd/internal/channel"
+	"github.com/diamondd/diamondd/internal/channel/sandbox"
+	"github.com/diamondd/diamondd/internal/config"
+	"github.com/diamondd/diamondd/internal/platform/postgres"
+	"github.com/diamondd/diamondd/internal/platform/postgres/pgtest"
+	"github.com/diamondd/diamondd/internal/refund"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// bank is a channel's side of refunds: each refund number is applied once,
+// however often it is submitted, as real channels do.
+type bank struct {
+	*sandbox.Channel
+	mu       sync.Mutex
+	applied  map[string]int64 // refund id → amount refunded
+	calls    map[string]int
+	timeouts int    // the next submissions time out after applying
+	settle   string // "": processing; "succeeded" or "failed" at once
+}
+
+func newBank(t *testing.T) *bank {
+	sb, err := sandbox.New(apptest.SandboxSecret, false, time.Now)
+	require.NoError(t, err)
+	return &bank{Channel: sb, applied: map[string]int64{}, calls: map[string]int{}}
+}
+
+func (b *bank) Refund(_ context.Context, r channel.RefundRequest) (channel.RefundStatus, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls[r.RefundID]++
+	if _, ok := b.applied[r.RefundID]; !ok {
+		b.applied[r.RefundID] = r.AmountFen
+	}
+	if b.timeouts > 0 {
+		b.timeouts--
+		return channel.RefundStatus{}, errors.New("context deadline exceeded")
+	}
+	return b.status(r.RefundID), nil
+}
+
+func (b *bank) QueryRefund(_ context.Context, _, id string) (channel.RefundStatus, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.applied[id]; !ok {
+		return channel.RefundStatus{State: channel.RefundNotFound}, nil
+	}
+	return b.status(id), nil
+}
+
+func (b *bank) status(id string) channel.RefundStatus {
+	switch b.settle {
+	case "succeeded":
+		return channel.RefundStatus{State: channel.RefundSucceeded, ChannelRefundID: "B-" + id}
+	case "failed":
+		return channel.RefundStatus{State: channel.RefundFailed, Reason: "account closed"}
+	}
+	return channel.RefundStatus{State: channel.RefundProcessing, ChannelRefundID: "B-" + id}
+}
+
+type fixture struct {
+	*apptest.Harness
+	bank    *bank
+	user    string
+	agent   string
+	agent2  string
+	lead    string
+	service string
+}
+
+func setup(t *testing.T, edit ...func(*config.Config)) *fixture {
+	b := newBank(t)
+	edit = append([]func(*config.Config){func(c *config.Config) { c.RateLimitRefundPerMin = 0; c.RateLimitRechargePerMin = 0 }}, edit...)
+	h := apptest.NewWith(t, map[string]channel.Channel{"sandbox": b}, edit...)
+	return &fixture{Harness: h, bank: b, user: h.Token("u1", auth.RoleUser), agent: h.Token("agent1", auth.RoleSupport),
+		agent2: h.Token("agent2", auth.RoleSupport), lead: h.Token("lead1", auth.RoleSupportLead), service: h.Token("gifts", auth.RoleService)}
+}
+
+// paidOrder recharges and pays an order of amount fen for u1.
+func (f *fixture) paidOrder(t *testing.T, amount int64) string {
+	t.Helper()
+	id := f.Recharge(f.user, map[string]any{"channel": "sandbox", "amount_fen": amount}, uuid.NewString())["id"].(string)
+	f.Pay(id, amount, "T-"+id, "e-"+id)
+	return id
+}
+
+func (f *fixture) refund(t *testing.T, tok, key string, body map[string]any) *apptest.Response {
+	t.Helper()
+	return f.Do("POST", "/v1/refunds", apptest.Req{Token: tok, Key: key, Body: body})
+}
+
+func (f *fixture) admin(t *testing.T, id string) map[string]any {
+	t.Helper()
+	return f.Do("GET", "/v1/admin/refunds/"+id, apptest.Req{Token: f.agent}).RequireStatus(t, 200).JSON()
+}
+
+func (f *fixture) orderStatus(t *testing.T, id string) string {
+	t.Helper()
+	return f.Do("GET", "/v1/recharges/"+id, apptest.Req{Token: f.user}).RequireStatus(t, 200).JSON()["status"].(string)
+}
+
+func (f *fixture) wallet(t *testing.T) [3]int64 {
+	t.Helper()
+	a, h, d := f.Wallet("u1")
+	return [3]int64{a, h, d}
+}
+
+func TestFullAndPartialRefunds(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	order := f.paidOrder(t, 1000) // 100 diamonds
+	require.Equal(t, [3]int64{100, 0, 0}, f.wallet(t))
+
+	// partial: 333 fen → 34 diamonds (rounded up), held at once, in review
+	r := f.refund(t, f.user, "p1", map[string]any{"order_id": order, "amount_fen": 333, "reason_code": "other",
+		"evidence": []map[string]any{{"kind": "text", "value": "wrong package"}}}).RequireStatus(t, 201).JSON()
+	require.Equal(t, "pending_review", r["status"])
+	require.EqualValues(t, 34, r["diamonds"])
+	require.NotNil(t, r["sla_deadline"])
+	require.Equal(t, false, r["overdue"])
+	require.Equal(t, [3]int64{66, 34, 0}, f.wallet(t))
+	p1 := r["id"].(string)
+
+	// the user cannot spend held diamonds
+	sp := f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "s", Body: map[string]any{"user_id": "u1", "diamonds": 67, "reference": "g"}})
+	require.Equal(t, "insufficient_diamonds", sp.RequireStatus(t, 409).Code())
+
+	// the queue shows it, with the order's flags
+	q := f.Do("GET", "/v1/admin/refunds?status=pending_review", apptest.Req{Token: f.agent}).RequireStatus(t, 200).JSON()
+	require.Len(t, q["items"], 1)
+	require.Equal(t, p1, q["items"].([]any)[0].(map[string]any)["id"])
+
+	a := f.Do("POST", "/v1/admin/refunds/"+p1+"/approve", apptest.Req{Token: f.agent, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "processing", a["status"], "approved and submitted at once")
+	require.Equal(t, 1, f.bank.calls[p1])
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "re-1", "type": "refund.succeeded", "refund_id": p1, "amount_fen": 333}).Status)
+	require.Equal(t, "succeeded", f.admin(t, p1)["status"])
+	require.Equal(t, [3]int64{66, 0, 0}, f.wallet(t))
+	require.Equal(t, "partially_refunded", f.orderStatus(t, order))
+
+	// the rest by default: 667 fen takes the 66 diamonds left
+	r = f.refund(t, f.user, "p2", map[string]any{"order_id": order, "reason_code": "other"}).RequireStatus(t, 201).JSON()
+	require.EqualValues(t, 667, r["amount_fen"])
+	require.EqualValues(t, 66, r["diamonds"])
+	p2 := r["id"].(string)
+	f.Do("POST", "/v1/admin/refunds/"+p2+"/approve", apptest.Req{Token: f.agent, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "re-2", "type": "refund.succeeded", "refund_id": p2}).Status)
+	require.Equal(t, [3]int64{0, 0, 0}, f.wallet(t))
+	require.Equal(t, "refunded", f.orderStatus(t, order))
+
+	// nothing left
+	r2 := f.refund(t, f.user, "p3", map[string]any{"order_id": order, "reason_code": "other"}).RequireStatus(t, 409)
+	require.Equal(t, "order_not_refundable", r2.Code())
+
+	// a stale refund event changes nothing
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "re-3", "type": "refund.failed", "refund_id": p2, "reason": "late"}).Status)
+	require.Equal(t, "succeeded", f.admin(t, p2)["status"])
+
+	got := f.Do("GET", "/v1/refunds/"+p2, apptest.Req{Token: f.user}).RequireStatus(t, 200).JSON()
+	statuses := []string{}
+	for _, e := range got["timeline"].([]any) {
+		statuses = append(statuses, e.(map[string]any)["status"].(string))
+	}
+	require.Equal(t, []string{"pending_review", "approved", "processing", "succeeded"}, statuses)
+	require.EqualValues(t, 1000, f.bank.applied[p1]+f.bank.applied[p2])
+	f.RequireClean()
+}
+
+func TestHeldDiamondsReturn(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	order := f.paidOrder(t, 600)
+	body := map[string]any{"order_id": order, "amount_fen": 300, "reason_code": "accidental_recharge"}
+
+	first := f.refund(t, f.user, "k1", body).RequireStatus(t, 201)
+	replay := f.refund(t, f.user, "k1", body).RequireStatus(t, 201)
+	require.Equal(t, "true", replay.Header.Get("Idempotent-Replayed"))
+	require.JSONEq(t, string(first.Body), string(replay.Body))
+	require.Equal(t, [3]int64{30, 30, 0}, f.wallet(t))
+	id := first.JSON()["id"].(string)
+
+	// rejection returns them
+	rej := f.Do("POST", "/v1/admin/refunds/"+id+"/reject", apptest.Req{Token: f.agent, Body: map[string]any{"note": "no", "reason_code": "not_eligible"}}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "rejected", rej["status"])
+	require.Equal(t, [3]int64{60, 0, 0}, f.wallet(t))
+	require.Equal(t, "invalid_state", f.Do("POST", "/v1/admin/refunds/"+id+"/approve", apptest.Req{Token: f.agent, Body: map[string]any{"note": "x"}}).RequireStatus(t, 409).Code())
+
+	// new evidence returns it to review (at most twice), holding again
+	ev := map[string]any{"evidence": []map[string]any{{"kind": "url", "value": "https://example.com/receipt"}}}
+	back := f.Do("POST", "/v1/refunds/"+id+"/evidence", apptest.Req{Token: f.user, Body: ev}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "pending_review", back["status"])
+	require.EqualValues(t, 1, back["resubmissions"])
+	require.Equal(t, [3]int64{30, 30, 0}, f.wallet(t))
+	f.Do("POST", "/v1/admin/refunds/"+id+"/reject", apptest.Req{Token: f.agent, Body: map[string]any{"note": "no", "reason_code": "x"}}).RequireStatus(t, 200)
+	f.Do("POST", "/v1/refunds/"+id+"/evidence", apptest.Req{Token: f.user, Body: ev}).RequireStatus(t, 200)
+	f.Do("POST", "/v1/admin/refunds/"+id+"/reject", apptest.Req{Token: f.agent, Body: map[string]any{"note": "no", "reason_code": "x"}}).RequireStatus(t, 200)
+	third := f.Do("POST", "/v1/refunds/"+id+"/evidence", apptest.Req{Token: f.user, Body: ev}).RequireStatus(t, 409)
+	require.Equal(t, "invalid_state", third.Code())
+	require.Equal(t, [3]int64{60, 0, 0}, f.wallet(t))
+
+	// cancellation returns them
+	c := f.refund(t, f.user, "k2", body).RequireStatus(t, 201).JSON()
+	require.Equal(t, [3]int64{30, 30, 0}, f.wallet(t))
+	f.Do("POST", "/v1/refunds/"+c["id"].(string)+"/cancel", apptest.Req{Token: f.user}).RequireStatus(t, 200)
+	require.Equal(t, [3]int64{60, 0, 0}, f.wallet(t))
+	f.Do("POST", "/v1/refunds/"+c["id"].(string)+"/cancel", apptest.Req{Token: f.user}).RequireStatus(t, 409)
+
+	// channel failure returns them
+	fl := f.refund(t, f.user, "k3", body).RequireStatus(t, 201).JSON()
+	fid := fl["id"].(string)
+	f.Do("POST", "/v1/admin/refunds/"+fid+"/approve", apptest.Req{Token: f.agent, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
+	require.Equal(t, [3]int64{30, 30, 0}, f.wallet(t))
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "rf", "type": "refund.failed", "refund_id": fid, "reason": "account closed"}).Status)
+	got := f.admin(t, fid)
+	require.Equal(t, "failed", got["status"])
+	require.Contains(t, got["failure_reason"], "account closed")
+	require.Equal(t, [3]int64{60, 0, 0}, f.wallet(t))
+	require.Equal(t, "paid", f.orderStatus(t, order))
+	f.RequireClean()
+}
+
+// 30 concurrent requests with distinct keys on one order.
+func TestConcurrentRefundRequests(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	order := f.paidOrder(t, 1000)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	accepted := int64(0)
+	for i := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := f.refund(t, f.user, fmt.Sprintf("c%d", i), map[string]any{"order_id": order, "amount_fen": 70, "reason_code": "other"})
+			switch r.Status {
+			case 201:
+				mu.Lock()
+				accepted += 70
+				mu.Unlock()
+			case 409:
+				require.Contains(t, []string{"refund_exceeds_order", "diamonds_already_spent"}, r.Code())
+			default:
+				t.Errorf("status %d: %s", r.Status, r.Body)
+			}
+		}()
+	}
+	wg.Wait()
+	require.EqualValues(t, 980, accepted, "14 of 70 fen fit in 1000")
+	var sumAmount, sumDiamonds int64
+	require.NoError(t, f.Pool.QueryRow(context.Background(), `SELECT sum(amount_fen), sum(diamonds) FROM refunds WHERE order_id = $1`, order).Scan(&sumAmount, &sumDiamonds))
+	require.EqualValues(t, accepted, sumAmount)
+	w := f.wallet(t)
+	require.Equal(t, sumDiamonds, w[1], "held equals the accepted clawbacks")
+	require.EqualValues(t, 100, w[0]+w[1])
+	f.RequireClean()
+}
+
+func TestSpentDiamonds(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	order := f.paidOrder(t, 1000) // 100 diamonds
+	f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "s1", Body: map[string]any{"user_id": "u1", "diamonds": 75, "reference": "g"}}).RequireStatus(t, 201)
+
+	r := f.refund(t, f.user, "u", map[string]any{"order_id": order, "reason_code": "accidental_recharge"}).RequireStatus(t, 409)
+	require.Equal(t, "diamonds_already_spent", r.Code())
+	require.EqualValues(t, 250, r.JSON()["max_refundable_fen"], "25 diamonds left buy back 250 fen")
+	require.Equal(t, [3]int64{25, 0, 0}, f.wallet(t), "nothing held")
+	// the suggested amount is accepted
+	ok := f.refund(t, f.user, "u2", map[string]any{"order_id": order, "amount_fen": 250, "reason_code": "accidental_recharge"}).RequireStatus(t, 201).JSON()
+	f.Do("POST", "/v1/refunds/"+ok["id"].(string)+"/cancel", apptest.Req{Token: f.user}).RequireStatus(t, 200)
+
+	// an agent refunds it all with allow_debt: 25 held, 75 become debt
+	body := map[string]any{"order_id": order, "user_id": "u1", "reason_code": "minor_recharge", "clawback": "allow_debt"}
+	ag := f.Do("POST", "/v1/admin/refunds", apptest.Req{Token: f.agent, Key: "a1", Body: body}).RequireStatus(t, 201).JSON()
+	require.Equal(t, "pending_review", ag["status"])
+	require.EqualValues(t, 25, ag["held"])
+	id := ag["id"].(string)
+	// four-eyes: not by the agent who opened it; at or above the threshold... this one is below
+	require.Equal(t, "four_eyes_required", f.Do("POST", "/v1/admin/refunds/"+id+"/approve", apptest.Req{Token: f.agent, Body: map[string]any{"note": "x"}}).RequireStatus(t, 403).Code())
+	f.Do("POST", "/v1/admin/refunds/"+id+"/approve", apptest.Req{Token: f.agent2, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "rd", "type": "refund.succeeded", "refund_id": id}).Status)
+	require.Equal(t, [3]int64{0, 0, 75}, f.wallet(t))
+
+	// spending is refused while in debt; the next recharge pays the debt first
+	f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "s2", Body: map[string]any{"user_id": "u1", "diamonds": 1, "reference": "g"}}).RequireStatus(t, 409)
+	f.paidOrder(t, 600)
+	require.Equal(t, [3]int64{0, 0, 15}, f.wallet(t))
+	second := f.paidOrder(t, 600)
+	require.Equal(t, [3]int64{45, 0, 0}, f.wallet(t))
+
+	// write_off: the platform absorbs what was spent
+	f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "s3", Body: map[string]any{"user_id": "u1", "diamonds": 40, "reference": "g"}}).RequireStatus(t, 201)
+	wo := f.Do("POST", "/v1/admin/refunds", apptest.Req{Token: f.agent, Key: "a2",
+		Body: map[string]any{"order_id": second, "user_id": "u1", "reason_code": "other", "clawback": "write_off"}}).RequireStatus(t, 201).JSON()
+	f.Do("POST", "/v1/admin/refunds/"+wo["id"].(string)+"/approve", apptest.Req{Token: f.lead, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "rw", "type": "refund.succeeded", "refund_id": wo["id"]}).Status)
+	require.Equal(t, [3]int64{0, 0, 0}, f.wallet(t))
+	var writeoff int64
+	require.NoError(t, f.Pool.QueryRow(context.Background(), `SELECT -sum(amount) FROM postings WHERE account = 'writeoff'`).Scan(&writeoff))
+	require.EqualValues(t, 55, writeoff)
+
+	audit := f.Do("GET", "/v1/admin/audit", apptest.Req{Token: f.agent}).RequireStatus(t, 200).JSON()["items"].([]any)
+	actions := []string{}
+	for _, a := range audit {
+		actions = append(actions, a.(map[string]any)["action"].(string))
+	}
+	require.Equal(t, []string{"refund.approve", "refund.create", "refund.approve", "refund.create"}, actions)
+	f.RequireClean()
+}
+
+func TestReviewRules(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	big := f.paidOrder(t, 200000)
+	r := f.refund(t, f.user, "b", map[string]any{"order_id": big, "amount_fen": 100000, "reason_code": "other"}).RequireStatus(t, 201).JSON()
+	id := r["id"].(string)
+	require.Equal(t, "lead_approval_required", f.Do("POST", "/v1/admin/refunds/"+id+"/approve", apptest.Req{Token: f.agent, Body: map[string]any{"note": "x"}}).RequireStatus(t, 403).Code())
+	f.Do("POST", "/v1/admin/refunds/"+id+"/approve", apptest.Req{Token: f.user, Body: map[string]any{"note": "x"}}).RequireStatus(t, 403)
+	f.Do("POST", "/v1/admin/refunds/"+id+"/approve", apptest.Req{Token: f.service, Body: map[string]any{"note": "x"}}).RequireStatus(t, 403)
+	f.Do("POST", "/v1/admin/refunds/"+id+"/approve", apptest.Req{Token: f.lead, Body: map[string]any{"note": "big, ok"}}).RequireStatus(t, 200)
+
+	// another user never sees it
+	other := f.Token("u2", auth.RoleUser)
+	f.Do("GET", "/v1/refunds/"+id, apptest.Req{Token: other}).RequireStatus(t, 404)
+	f.Do("POST", "/v1/refunds/"+id+"/cancel", apptest.Req{Token: other}).RequireStatus(t, 404)
+	f.Do("POST", "/v1/refunds/"+id+"/evidence", apptest.Req{Token: other, Body: map[string]any{"evidence": []map[string]any{{"kind": "text", "value": "x"}}}}).RequireStatus(t, 404)
+	require.Empty(t, f.Do("GET", "/v1/refunds", apptest.Req{Token: other}).RequireStatus(t, 200).JSON()["items"])
+	require.Equal(t, "not_found", f.refund(t, other, "o", map[string]any{"order_id": big, "reason_code": "other"}).RequireStatus(t, 404).Code())
+	require.Len(t, f.Do("GET", "/v1/refunds", apptest.Req{Token: f.user}).RequireStatus(t, 200).JSON()["items"], 1)
+
+	// the SLA: overdue after 72 h, minors' refunds first
+	small := f.paidOrder(t, 600)
+	f.refund(t, f.user, "s", map[string]any{"order_id": small, "amount_fen": 100, "reason_code": "other"}).RequireStatus(t, 201)
+	kid := f.Token("kid", auth.RoleUser, f.Clock.Now().AddDate(-10, 0, 0).Format(time.DateOnly))
+	ko := f.Recharge(kid, map[string]any{"channel": "sandbox", "package_id": "p60"}, "kid")["id"].(string)
+	f.Pay(ko, 600, "T-kid", "e-kid")
+	f.Clock.Advance(73 * time.Hour)
+	f.agent = f.Token("agent1", auth.RoleSupport)
+	minorRefund := f.refund(t, f.Token("kid", auth.RoleUser, f.Clock.Now().AddDate(-10, 0, 0).Format(time.DateOnly)), "kid",
+		map[string]any{"order_id": ko, "reason_code": "minor_recharge"}).RequireStatus(t, 201).JSON()
+	q := f.Do("GET", "/v1/admin/refunds?status=pending_review", apptest.Req{Token: f.agent}).RequireStatus(t, 200).JSON()["items"].([]any)
+	require.Len(t, q, 2)
+	require.Equal(t, minorRefund["id"], q[0].(map[string]any)["id"], "minor first")
+	require.Equal(t, false, q[0].(map[string]any)["overdue"])
+	require.Equal(t, true, q[1].(map[string]any)["overdue"])
+	risk := q[0].(map[string]any)["order_risk"].(map[string]any)
+	require.Equal(t, "minor_account", risk["flags"].([]any)[0].(map[string]any)["code"])
+}
+
+// A refund approved but never submitted (the process died after commit) is
+// submitted by the worker exactly once; a timeout followed by success does
+// not refund twice.
+func TestCrashSafety(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	order := f.paidOrder(t, 600)
+	r := f.refund(t, f.user, "k", map[string]any{"order_id": order, "reason_code": "other"}).RequireStatus(t, 201).JSON()
+	id := uuid.MustParse(r["id"].(string))
+	// approve in a transaction and stop: no submission
+	require.NoError(t, postgres.WithTx(context.Background(), f.Pool, func(tx pgx.Tx) error {
+		_, err := f.App.Refunds.Approve(context.Background(), tx, refund.Actor{ID: "agent1", Role: "support"}, id, "ok")
+		return err
+	}))
+	require.Zero(t, f.bank.calls[id.String()])
+	f.RunWorkers()
+	f.RunWorkers()
+	require.Equal(t, 1, f.bank.calls[id.String()])
+	require.Equal(t, "processing", f.admin(t, id.String())["status"])
+
+	// timeout, then success: one refund at the channel
+	f.bank.mu.Lock()
+	f.bank.timeouts = 1
+	f.bank.settle = "succeeded"
+	f.bank.mu.Unlock()
+	order2 := f.paidOrder(t, 700) // not 600 again: that would be flagged a duplicate and auto-approved
+	r2 := f.refund(t, f.user, "k2", map[string]any{"order_id": order2, "reason_code": "other"}).RequireStatus(t, 201).JSON()
+	id2 := r2["id"].(string)
+	a := f.Do("POST", "/v1/admin/refunds/"+id2+"/approve", apptest.Req{Token: f.agent, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "approved", a["status"], "the submission timed out: outcome unknown, still approved")
+	f.RunWorkers()
+	require.Equal(t, "approved", f.admin(t, id2)["status"], "backing off before resubmitting")
+	f.Clock.Advance(time.Minute)
+	f.RunWorkers()
+	require.Equal(t, "succeeded", f.admin(t, id2)["status"])
+	require.Equal(t, 2, f.bank.calls[id2])
+	require.EqualValues(t, 700, f.bank.applied[id2])
+	avail, held, _ := f.Wallet("u1")
+	require.EqualValues(t, 0, avail)
+	require.EqualValues(t, 0, held, "the first refund settled too when polled")
+	require.Equal(t, "succeeded", f.admin(t, id.String())["status"])
+	require.Equal(t, 1, f.bank.calls[id.String()], "polled, never resubmitted")
+	f.RequireClean()
+}
+
+// The credit line is restored synchronously by a refund.
+func TestMonthlyPayRefund(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.Do("PUT", "/v1/admin/users/u1/credit-line", apptest.Req{Token: f.lead, Body: map[string]any{"limit_fen": 10000, "status": "active"}}).RequireStatus(t, 200)
+	o := f.Recharge(f.user, map[string]any{"channel": "monthly_pay", "package_id": "p60"}, "m")
+	r := f.refund(t, f.user, "r", map[string]any{"order_id": o["id"], "reason_code": "other"}).RequireStatus(t, 201).JSON()
+	done := f.Do("POST", "/v1/admin/refunds/"+r["id"].(string)+"/approve", apptest.Req{Token: f.agent, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "succeeded", done["status"])
+	line := f.Do("PUT", "/v1/admin/users/u1/credit-line", apptest.Req{Token: f.lead, Body: map[string]any{"limit_fen": 10000, "status": "active"}}).RequireStatus(t, 200).JSON()
+	require.EqualValues(t, 0, line["used_fen"])
+	require.Equal(t, [3]int64{0, 0, 0}, f.wallet(t))
+	f.RequireClean()
+}
