@@ -68,9 +68,11 @@ type Options struct {
 	ServerPID int // read the server's RSS from /proc (else from /metrics)
 	// OnReply, when set, sees every reply: status 0 for a transport
 	// failure, code "" for a success (chaos counts 5xx with it).
-	OnReply  func(step string, status int, code string)
-	Log      func(string)  // progress lines; nil: silent
-	Interval time.Duration // progress interval (default 5s)
+	OnReply func(step string, status int, code string)
+	// OnMeasure, when set, runs when the measured phase starts.
+	OnMeasure func()
+	Log       func(string)  // progress lines; nil: silent
+	Interval  time.Duration // progress interval (default 5s)
 }
 
 func (o *Options) defaults() error {
@@ -302,6 +304,9 @@ func (r *Runner) Run(ctx context.Context) (*Result, error) {
 		now := time.Now()
 		measureStart.Store(&now)
 		r.cur.Store(newStats(now))
+		if opt.OnMeasure != nil {
+			opt.OnMeasure()
+		}
 	}
 	stopAt := func() time.Time {
 		if s := measureStart.Load(); s != nil {
@@ -326,6 +331,9 @@ func (r *Runner) Run(ctx context.Context) (*Result, error) {
 						t := time.Now()
 						r.cur.Store(newStats(t))
 						measureStart.Store(&t)
+						if opt.OnMeasure != nil {
+							opt.OnMeasure()
+						}
 					})
 				}
 				if now.After(stopAt()) {

@@ -165,9 +165,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 		opt.RunID = fmt.Sprintf("bench-%s-%d", run.part, time.Now().Unix())
 		opt.Log = o.Log
 		o.Log(fmt.Sprintf("%s: %s for %s after %s warm-up", run.part, opt.Scenario, opt.Duration, opt.Warmup))
-		w := watchDB(ctx, st.Pool, "diamondd")
-		res, err := st.RunChecked(ctx, opt, false, time.Minute)
-		dbs := w.stop(ctx)
+		res, dbs, err := st.RunChecked(ctx, opt, false, time.Minute)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", run.part, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -151,16 +152,30 @@ func (s *Stack) Observe() load.ObserveOptions {
 }
 
 // RunChecked runs a scenario, settles it and checks it (verify may be
-// skipped for runs whose ledger is checked later).
-func (s *Stack) RunChecked(ctx context.Context, o load.Options, verify bool, settleFor time.Duration) (*load.Result, error) {
+// skipped for runs whose ledger is checked later). The database is watched
+// during the measured phase only.
+func (s *Stack) RunChecked(ctx context.Context, o load.Options, verify bool, settleFor time.Duration) (*load.Result, DBStats, error) {
+	var w *dbWatch
+	var mu sync.Mutex
+	o.OnMeasure = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		w = watchDB(ctx, s.Pool, "diamondd")
+	}
 	r, err := load.New(s.Options(o))
 	if err != nil {
-		return nil, err
+		return nil, DBStats{}, err
 	}
 	defer r.Close()
 	res, err := r.Run(ctx)
+	var dbs DBStats
+	mu.Lock()
+	if w != nil {
+		dbs = w.stop(ctx)
+	}
+	mu.Unlock()
 	if err != nil {
-		return nil, err
+		return nil, dbs, err
 	}
 	sctx, cancel := context.WithTimeout(ctx, settleFor)
 	st := r.Settle(sctx)
@@ -172,8 +187,8 @@ func (s *Stack) RunChecked(ctx context.Context, o load.Options, verify bool, set
 	}
 	rep, err := r.Check(ctx, obs)
 	if err != nil {
-		return res, err
+		return res, dbs, err
 	}
 	res.Checks = &rep
-	return res, nil
+	return res, dbs, nil
 }
