@@ -422,3 +422,52 @@ func TestMonthlyPayRefund(t *testing.T) {
 	require.Equal(t, [3]int64{0, 0, 0}, f.wallet(t))
 	f.RequireClean()
 }
+
+// Two identical recharges a minute apart: the second is flagged a duplicate,
+// and its refund is approved at once and reaches the channel.
+func TestFastRefund(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	first := f.paidOrder(t, 3000)
+	f.Clock.Advance(time.Minute)
+	second := f.paidOrder(t, 3000)
+
+	flags := f.Do("GET", "/v1/admin/risk/flags?reason=duplicate_recharge", apptest.Req{Token: f.agent}).RequireStatus(t, 200).JSON()["items"].([]any)
+	require.Len(t, flags, 1)
+	flagged := flags[0].(map[string]any)
+	require.Equal(t, second, flagged["id"])
+	rf := flagged["risk"].(map[string]any)["flags"].([]any)[0].(map[string]any)
+	require.Equal(t, "duplicate_recharge", rf["code"])
+	require.Equal(t, first, rf["evidence"].(map[string]any)["order_id"])
+	require.Empty(t, f.Do("GET", "/v1/admin/risk/flags?reason=burst", apptest.Req{Token: f.agent}).RequireStatus(t, 200).JSON()["items"])
+
+	// the unflagged first order goes to review
+	r := f.refund(t, f.user, "r1", map[string]any{"order_id": first, "reason_code": "accidental_recharge"}).RequireStatus(t, 201).JSON()
+	require.Equal(t, "pending_review", r["status"])
+	f.Do("POST", "/v1/refunds/"+r["id"].(string)+"/cancel", apptest.Req{Token: f.user}).RequireStatus(t, 200)
+
+	r = f.refund(t, f.user, "r2", map[string]any{"order_id": second, "reason_code": "accidental_recharge"}).RequireStatus(t, 201).JSON()
+	require.Equal(t, "approved", r["status"], "the response is the state at acceptance")
+	require.Equal(t, true, r["auto_approved"])
+	id := r["id"].(string)
+	require.Equal(t, 1, f.bank.calls[id], "submitted to the channel at once")
+	got := f.Do("GET", "/v1/refunds/"+id, apptest.Req{Token: f.user}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "processing", got["status"])
+	tl := got["timeline"].([]any)
+	require.Contains(t, tl[1].(map[string]any)["note"], "auto-approved: the order was flagged as an accidental recharge (duplicate_recharge)")
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "fast", "type": "refund.succeeded", "refund_id": id}).Status)
+	require.Equal(t, [3]int64{300, 0, 0}, f.wallet(t))
+
+	// flagged, but the diamonds are spent: refused
+	third := f.paidOrder(t, 3000)
+	f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "sp", Body: map[string]any{"user_id": "u1", "diamonds": 500, "reference": "g"}}).RequireStatus(t, 201)
+	sp := f.refund(t, f.user, "r3", map[string]any{"order_id": third, "reason_code": "accidental_recharge"}).RequireStatus(t, 409)
+	require.Equal(t, "diamonds_already_spent", sp.Code())
+
+	// flagged, but past the window: review
+	f.Clock.Advance(25 * time.Hour)
+	f.user = f.Token("u1", auth.RoleUser)
+	late := f.refund(t, f.user, "r4", map[string]any{"order_id": third, "amount_fen": 1000, "reason_code": "accidental_recharge"}).RequireStatus(t, 201).JSON()
+	require.Equal(t, "pending_review", late["status"])
+	f.RequireClean()
+}

@@ -96,6 +96,7 @@ func NewWith(t testing.TB, channels map[string]channel.Channel, edit ...func(*co
 	a, err := app.New(context.Background(), cfg, app.Options{Pool: h.Pool, Now: h.Clock.Now, ValidateResponses: true, Channels: channels})
 	require.NoError(t, err)
 	h.App = a
+	t.Cleanup(a.Close)
 	srv := httptest.NewServer(a.Echo)
 	t.Cleanup(srv.Close)
 	h.URL = srv.URL
@@ -268,4 +269,18 @@ func (r *Response) JSON2() []map[string]any {
 	var m []map[string]any
 	_ = json.Unmarshal(r.Body, &m)
 	return m
+}
+
+// Replica starts a second instance of the service on the same database and
+// configuration, as another replica behind a load balancer would be.
+func (h *Harness) Replica() *Harness {
+	h.T.Helper()
+	a, err := app.New(context.Background(), h.Config, app.Options{Pool: h.Pool, Now: h.Clock.Now, ValidateResponses: true})
+	require.NoError(h.T, err)
+	srv := httptest.NewServer(a.Echo)
+	h.T.Cleanup(srv.Close)
+	h.T.Cleanup(a.Close)
+	r := *h
+	r.App, r.URL = a, srv.URL
+	return &r
 }
