@@ -45,3 +45,18 @@ deps:
 	    echo "missing:$$missing. Install them with: sudo apt-get install -y$$missing"; exit 1; \
 	  fi; \
 	fi
+
+## bench: pgbench's TPC-B-like script next to the recharge and mixed scenarios on a fresh private
+## PostgreSQL, then order creation, webhook credit, a hot user, wallet reads at 1k vs 1M postings, pprof.
+## BENCH_FLAGS passes flags (bin/diamond-load bench -h), e.g. BENCH_FLAGS="-duration 5s -parts pgbench,recharge".
+bench: deps
+	$(GO) build -o bin/diamondd ./cmd/diamondd
+	$(GO) build -o bin/diamond-load ./cmd/diamond-load
+	bin/diamond-load bench -diamondd bin/diamondd -out bin/bench $(BENCH_FLAGS)
+
+## chaos: 60 s of mixed load while diamondd is killed -9 five times, PostgreSQL restarted once and Redis
+## stopped for 10 s (all private, on loopback); then the invariants. CHAOS_FLAGS passes flags.
+chaos: deps
+	$(GO) build -o bin/diamondd ./cmd/diamondd
+	$(GO) build -o bin/diamond-load ./cmd/diamond-load
+	bin/diamond-load chaos -diamondd bin/diamondd -out bin/chaos $(CHAOS_FLAGS)

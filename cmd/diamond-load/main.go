@@ -212,7 +212,7 @@ func benchCmd(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.FastPG, "fast-pg", false, "run PostgreSQL with fsync off (default: durable)")
 	fs.IntVar(&o.Postings, "postings", 1_000_000, "ledger postings of the big wallet in the wallet-read comparison")
 	parts := fs.String("parts", strings.Join(rig.BenchParts, ","), "which parts to run")
-	fs.StringVar(&o.OutDir, "out", "bench-out", "directory for the JSON report and the profiles")
+	fs.StringVar(&o.OutDir, "out", "bin/bench", "directory for the JSON report and the profiles")
 	profile := fs.Bool("profile", true, "profile the server under load (pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -258,7 +258,7 @@ func chaosCmd(ctx context.Context, args []string) error {
 	fs.IntVar(&o.Kills, "kills", 5, "kill -9 of diamondd")
 	fs.BoolVar(&o.FastPG, "fast-pg", false, "run PostgreSQL with fsync off (default: durable)")
 	fs.DurationVar(&o.SettleFor, "settle", 2*time.Minute, "how long redeliveries may take to drain afterwards")
-	out := fs.String("out", "chaos-out", "directory for the JSON report")
+	out := fs.String("out", "bin/chaos", "directory for the JSON report")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
