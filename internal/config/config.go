@@ -36,6 +36,25 @@ type Config struct {
 	SandboxWebhookSecret string   `env:"SANDBOX_WEBHOOK_SECRET"`
 	SandboxAutoSettle    bool     `env:"SANDBOX_AUTO_SETTLE"`
 	MonthlyPayMaxFen     int64    `env:"MONTHLY_PAY_MAX_FEN" envDefault:"200000"`
+	// PublicBaseURL is where channels reach our webhooks; each channel's
+	// notify URL defaults to PUBLIC_BASE_URL/v1/webhooks/{channel}.
+	PublicBaseURL  string        `env:"PUBLIC_BASE_URL"`
+	ChannelTimeout time.Duration `env:"CHANNEL_TIMEOUT" envDefault:"10s"`
+
+	AlipayAppID          string `env:"ALIPAY_APP_ID"`
+	AlipayPrivateKeyFile string `env:"ALIPAY_PRIVATE_KEY_FILE"`
+	AlipayPublicKeyFile  string `env:"ALIPAY_PUBLIC_KEY_FILE"`
+	AlipayBaseURL        string `env:"ALIPAY_BASE_URL"`
+	AlipayNotifyURL      string `env:"ALIPAY_NOTIFY_URL"`
+
+	WechatpayMchID          string `env:"WECHATPAY_MCH_ID"`
+	WechatpayAppID          string `env:"WECHATPAY_APP_ID"`
+	WechatpayPrivateKeyFile string `env:"WECHATPAY_PRIVATE_KEY_FILE"`
+	WechatpayCertSerial     string `env:"WECHATPAY_CERT_SERIAL"`
+	WechatpayAPIv3Key       string `env:"WECHATPAY_APIV3_KEY"`
+	WechatpayPlatformKeys   string `env:"WECHATPAY_PLATFORM_KEYS"`
+	WechatpayBaseURL        string `env:"WECHATPAY_BASE_URL"`
+	WechatpayNotifyURL      string `env:"WECHATPAY_NOTIFY_URL"`
 
 	// Pricing.
 	DiamondsPerYuan int64  `env:"DIAMONDS_PER_YUAN" envDefault:"10"`
@@ -64,6 +83,20 @@ type Config struct {
 	RiskUnusualMultiple     int64         `env:"RISK_UNUSUAL_MULTIPLE" envDefault:"10"`
 	RiskUnusualMinFen       int64         `env:"RISK_UNUSUAL_MIN_FEN" envDefault:"50000"`
 	RiskFirstRechargeMinFen int64         `env:"RISK_FIRST_RECHARGE_MIN_FEN" envDefault:"100000"`
+}
+
+// Env returns a setting by its environment variable name, as configured
+// (the channel adapters read their own settings through it).
+func (c Config) Env(name string) string {
+	t := reflect.TypeFor[Config]()
+	v := reflect.ValueOf(c)
+	for i := range t.NumField() {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("env"), ",")
+		if tag == name && v.Field(i).Kind() == reflect.String {
+			return v.Field(i).String()
+		}
+	}
+	return ""
 }
 
 // Known channel names.
@@ -150,7 +183,7 @@ func (c Config) Validate() error {
 	}
 	positive := map[string]time.Duration{"ORDER_TTL": c.OrderTTL, "PENDING_QUERY_AFTER": c.PendingQueryAfter,
 		"WORKER_INTERVAL": c.WorkerInterval, "FAST_REFUND_WINDOW": c.FastRefundWindow, "REFUND_SLA": c.RefundSLA,
-		"REFUND_POLL_INTERVAL": c.RefundPollInterval, "SHUTDOWN_TIMEOUT": c.ShutdownTTL}
+		"REFUND_POLL_INTERVAL": c.RefundPollInterval, "SHUTDOWN_TIMEOUT": c.ShutdownTTL, "CHANNEL_TIMEOUT": c.ChannelTimeout}
 	for name, d := range positive {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be a positive duration", name))

@@ -86,7 +86,13 @@ func New(t testing.TB, edit ...func(*config.Config)) *Harness {
 // NewWith starts a service whose named channels are replaced (fakes).
 func NewWith(t testing.TB, channels map[string]channel.Channel, edit ...func(*config.Config)) *Harness {
 	t.Helper()
+	// The listener comes first so that the configuration can carry the
+	// service's own URL (PUBLIC_BASE_URL: where channel fakes notify).
+	var handler http.Handler
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
+	url := "http://" + srv.Listener.Addr().String()
 	cfg := Defaults()
+	cfg.PublicBaseURL = url
 	for _, e := range edit {
 		e(&cfg)
 	}
@@ -97,9 +103,10 @@ func NewWith(t testing.TB, channels map[string]channel.Channel, edit ...func(*co
 	require.NoError(t, err)
 	h.App = a
 	t.Cleanup(a.Close)
-	srv := httptest.NewServer(a.Echo)
+	handler = a.Echo
+	srv.Start()
 	t.Cleanup(srv.Close)
-	h.URL = srv.URL
+	h.URL = url
 	return h
 }
 
