@@ -267,7 +267,8 @@ func chaosCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	o.Log = logLine
-	logLine("diamondd runs with " + strings.Join(rig.ServiceEnv, " ") + " and a private redis-server")
+	logLine("diamondd runs with " + strings.Join(append(rig.ServiceEnv, rig.ChaosEnv...), " ") +
+		" (limits on but out of reach, so the limiter consults Redis) and a private redis-server")
 	rep, err := rig.Chaos(ctx, o)
 	if err != nil {
 		return err

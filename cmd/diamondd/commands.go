@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/diamondd/diamondd/internal/auth"
-	"github.com/diamondd/diamondd/internal/ledger"
+	"github.com/diamondd/diamondd/internal/app"
 	"github.com/diamondd/diamondd/internal/platform/postgres"
 )
 
@@ -99,7 +99,7 @@ func verify(ctx context.Context, out io.Writer) error {
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	defer pool.Close()
-	findings, err := ledger.Verify(ctx, pool)
+	findings, err := app.Verify(ctx, pool)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@
 //	diamondd token            print a dev token signed with JWT_SECRET
 //	diamondd ledger verify    recompute the ledger; exit 1 on any broken invariant
 //	diamondd dev              everything on embedded defaults
+//	diamondd sandbox pay ...  play the sandbox channel: signed payment and refund webhooks
 //
 // Configuration comes from the environment; see README.md.
 package main
@@ -34,6 +35,8 @@ commands:
   token            print a dev JWT: token --sub u1 --role user [--ttl 1h] [--birthdate 2012-01-01]
   ledger verify    check every ledger invariant; exit 1 with a report on any discrepancy
   dev              run on embedded defaults: a throwaway PostgreSQL, demo tokens, the sandbox channel
+  sandbox pay ORDER_ID --amount FEN [--url URL]    simulate a sandbox payment (signed webhook)
+  sandbox refund REFUND_ID [--failed]              settle a sandbox refund
 `
 
 // errUsage ends the program with the usage text and status 2.
@@ -77,6 +80,8 @@ func run(ctx context.Context, args []string) error {
 		return verify(ctx, os.Stdout)
 	case "dev":
 		return dev(ctx, args[1:])
+	case "sandbox":
+		return sandboxCmd(ctx, args[1:], os.Stdout)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return nil

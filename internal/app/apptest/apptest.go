@@ -24,7 +24,6 @@ import (
 	"github.com/diamondd/diamondd/internal/channel"
 	"github.com/diamondd/diamondd/internal/channel/sandbox"
 	"github.com/diamondd/diamondd/internal/config"
-	"github.com/diamondd/diamondd/internal/ledger"
 	"github.com/diamondd/diamondd/internal/platform/postgres/pgtest"
 )
 
@@ -205,7 +204,7 @@ func (r *Response) RequireStatus(t testing.TB, status int) *Response {
 // RequireClean fails the test when the ledger has any broken invariant.
 func (h *Harness) RequireClean() {
 	h.T.Helper()
-	findings, err := ledger.Verify(context.Background(), h.Pool)
+	findings, err := app.Verify(context.Background(), h.Pool)
 	require.NoError(h.T, err)
 	require.Empty(h.T, findings)
 }

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/diamondd/diamondd/internal/app/apptest"
+	"github.com/diamondd/diamondd/internal/auth"
+	"github.com/diamondd/diamondd/internal/platform/postgres/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// The commands an operator runs, on a real database: verify finds nothing on
+// a sound ledger, exits 1 on a planted corruption; the sandbox helper pays an
+// order through the webhook; token signs what the service accepts.
+func TestCommands(t *testing.T) {
+	h := apptest.New(t)
+	ctx := context.Background()
+	t.Setenv("DATABASE_URL", h.Pool.Config().ConnString())
+	t.Setenv("SANDBOX_WEBHOOK_SECRET", apptest.SandboxSecret)
+	t.Setenv("JWT_SECRET", apptest.Secret)
+
+	var out bytes.Buffer
+	require.NoError(t, token([]string{"--sub", "u1", "--role", "user"}, &out))
+	tok := strings.TrimSpace(out.String())
+	o := h.Recharge(tok, map[string]any{"channel": "sandbox", "package_id": "p60"}, "k")
+	out.Reset()
+	require.NoError(t, sandboxCmd(ctx, []string{"pay", o["id"].(string), "--amount", "600", "--url", h.URL}, &out))
+	require.Contains(t, out.String(), `200 OK {"ok":true}`)
+	avail, _, _ := h.Wallet("u1")
+	require.EqualValues(t, 60, avail)
+
+	out.Reset()
+	require.NoError(t, verify(ctx, &out))
+	require.Contains(t, out.String(), "every invariant holds")
+
+	// a double credit planted behind the service's back
+	_, err := h.Pool.Exec(ctx, `UPDATE wallets SET available = available + 60 WHERE user_id = 'u1'`)
+	require.NoError(t, err)
+	out.Reset()
+	require.ErrorIs(t, verify(ctx, &out), errFindings)
+	require.Contains(t, out.String(), "wallet differs from postings: user u1: wallet available=120")
+
+	require.ErrorIs(t, run(ctx, []string{"ledger"}), errUsage)
+	require.ErrorContains(t, token([]string{"--sub", "x", "--role", "admin"}, &out), "--role")
+
+	// an order marked paid that never credited (a lost credit)
+	lost := h.Recharge(h.Token("u2", auth.RoleUser), map[string]any{"channel": "sandbox", "package_id": "p60"}, "k2")
+	_, err = h.Pool.Exec(ctx, `UPDATE orders SET status = 'paid' WHERE id = $1`, lost["id"])
+	require.NoError(t, err)
+	out.Reset()
+	require.ErrorIs(t, verify(ctx, &out), errFindings)
+	require.Contains(t, out.String(), "order credit: order "+lost["id"].(string)+" (paid, user u2): 0 recharge journal(s)")
+}
