@@ -9,8 +9,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/diamondd/diamondd/internal/auth"
 	"github.com/diamondd/diamondd/internal/app"
+	"github.com/diamondd/diamondd/internal/auth"
 	"github.com/diamondd/diamondd/internal/platform/postgres"
 )
 

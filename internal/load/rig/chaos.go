@@ -55,6 +55,9 @@ type ChaosReport struct {
 	OK         bool               `json:"ok"`
 }
 
+// ChaosEnv is what chaos adds to ServiceEnv.
+var ChaosEnv = []string{"RATE_LIMIT_RECHARGE_PER_MIN=100000", "RATE_LIMIT_REFUND_PER_MIN=100000"}
+
 type window struct {
 	mu     sync.Mutex
 	open   bool
@@ -112,7 +115,11 @@ func Chaos(ctx context.Context, o ChaosOptions) (*ChaosReport, error) {
 	if o.Log == nil {
 		o.Log = func(string) {}
 	}
-	st, err := StartStack(ctx, StackOptions{Diamondd: o.Diamondd, FastPG: o.FastPG, Redis: true, Log: o.Log})
+	// Rate limits stay on, far above what any user of the run does, so that
+	// every recharge and refund request consults Redis (a limit of 0 would
+	// skip the limiter, and Redis' absence would prove nothing).
+	st, err := StartStack(ctx, StackOptions{Diamondd: o.Diamondd, FastPG: o.FastPG, Redis: true, Log: o.Log,
+		ExtraEnv: ChaosEnv})
 	if err != nil {
 		return nil, err
 	}
