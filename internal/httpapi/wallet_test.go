@@ -16,13 +16,11 @@ import (
 	"github.com/diamondd/diamondd/internal/platform/postgres"
 )
 
-// credit puts diamonds in a wallet the way a paid recharge would.
+// credit puts diamonds in a wallet through a paid sandbox recharge.
 func credit(t *testing.T, h *apptest.Harness, user string, diamonds int64, ref string) {
 	t.Helper()
-	require.NoError(t, postgres.WithTx(context.Background(), h.Pool, func(tx pgx.Tx) error {
-		_, err := h.App.Ledger.Credit(context.Background(), tx, user, "sandbox", diamonds, "recharge:"+ref, "")
-		return err
-	}))
+	o := h.Recharge(h.Token(user, auth.RoleUser), map[string]any{"channel": "sandbox", "amount_fen": diamonds * 10}, "credit-"+ref)
+	h.Pay(o["id"].(string), diamonds*10, "T-"+ref, "e-"+ref)
 }
 
 func TestWalletAndEntries(t *testing.T) {
