@@ -267,7 +267,7 @@ func chaosCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	o.Log = logLine
-	logLine("diamondd runs with " + strings.Join(append(rig.ServiceEnv, rig.ChaosEnv...), " ") +
+	logLine("diamondd runs with " + strings.Join(rig.EffectiveEnv(rig.ChaosEnv...), " ") +
 		" (limits on but out of reach, so the limiter consults Redis) and a private redis-server")
 	rep, err := rig.Chaos(ctx, o)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,6 +54,23 @@ var ServiceEnv = []string{
 	"RATE_LIMIT_REFUND_PER_MIN=0",
 	"WORKER_INTERVAL=250ms",
 	"LOG_LEVEL=warn",
+}
+
+// EffectiveEnv is ServiceEnv with later settings overriding earlier ones,
+// for saying what diamondd runs with.
+func EffectiveEnv(extra ...string) []string {
+	var out []string
+	idx := map[string]int{}
+	for _, kv := range append(append([]string{}, ServiceEnv...), extra...) {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := idx[k]; ok {
+			out[i] = kv
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
 }
 
 func secret() string {
