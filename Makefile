@@ -8,10 +8,9 @@ FUZZTIME ?= 5s
 dev: deps
 	$(GO) run ./cmd/diamondd dev
 
-## test: vet, every test against real PostgreSQL and Redis (started by the tests), short fuzz runs
-test: deps vet
+## test: vet, short fuzz runs, then every test against real PostgreSQL and Redis (started by the tests)
+test: deps vet fuzz
 	$(GO) test -count=1 -timeout 9m ./...
-	$(MAKE) --no-print-directory fuzz
 
 vet:
 	$(GO) vet ./...

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -56,4 +58,25 @@ func TestCommands(t *testing.T) {
 	out.Reset()
 	require.ErrorIs(t, verify(ctx, &out), errFindings)
 	require.Contains(t, out.String(), "order credit: order "+lost["id"].(string)+" (paid, user u2): 0 recharge journal(s)")
+}
+
+// serve stops gracefully when its context ends (SIGTERM): the listener
+// closes and serve returns without error.
+func TestServeShutsDownGracefully(t *testing.T) {
+	h := apptest.New(t)
+	cfg := h.Config
+	cfg.DatabaseURL = h.Pool.Config().ConnString()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, slog.New(slog.DiscardHandler), func(a string) { addrc <- a }) }()
+	addr := <-addrc
+	resp, err := http.Get("http://" + addr + "/healthz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	cancel()
+	require.NoError(t, <-done)
+	_, err = http.Get("http://" + addr + "/healthz")
+	require.Error(t, err, "no longer listening")
 }
