@@ -22,23 +22,20 @@ func (f Finding) String() string { return f.Check + ": " + f.Detail }
 // equals the sum of its postings, and system accounts keep their sign. It
 // returns what it found broken (nothing when the ledger is sound).
 func Verify(ctx context.Context, db postgres.DBTX) ([]Finding, error) {
-	checks := []struct {
-		name  string
-		query string
-	}{
-		{"unbalanced journal", `
+	return RunChecks(ctx, db, []Check{
+		{Name: "unbalanced journal", Query: `
 			SELECT format('journal %s (%s, user %s): %s postings summing to %s', j.id, j.reference, j.user_id, count(p.line), coalesce(sum(p.amount), 0))
 			  FROM journals j LEFT JOIN postings p ON p.user_id = j.user_id AND p.journal_id = j.id
 			 GROUP BY j.user_id, j.id, j.reference
 			HAVING count(p.line) < 2 OR coalesce(sum(p.amount), 0) <> 0`},
-		{"orphan posting", `
+		{Name: "orphan posting", Query: `
 			SELECT format('posting %s/%s of user %s has no journal', p.journal_id, p.line, p.user_id)
 			  FROM postings p
 			 WHERE NOT EXISTS (SELECT 1 FROM journals j WHERE j.user_id = p.user_id AND j.id = p.journal_id)`},
-		{"duplicate reference", `
+		{Name: "duplicate reference", Query: `
 			SELECT format('reference %s applied %s times', reference, count(*))
 			  FROM journals GROUP BY reference HAVING count(*) > 1`},
-		{"wallet differs from postings", `
+		{Name: "wallet differs from postings", Query: `
 			WITH sums AS (
 				SELECT user_id,
 				       coalesce(sum(amount) FILTER (WHERE account = 'available'), 0) AS available,
@@ -54,7 +51,7 @@ func Verify(ctx context.Context, db postgres.DBTX) ([]Finding, error) {
 			 WHERE coalesce(w.available, 0) <> coalesce(s.available, 0)
 			    OR coalesce(w.held, 0) <> coalesce(s.held, 0)
 			    OR coalesce(w.debt, 0) <> coalesce(s.debt, 0)`},
-		{"negative user balance", `
+		{Name: "negative user balance", Query: `
 			SELECT format('user %s: %s sums to %s', user_id, account, sum(amount))
 			  FROM postings WHERE account IN ('available', 'held')
 			 GROUP BY user_id, account HAVING sum(amount) < 0
@@ -62,31 +59,42 @@ func Verify(ctx context.Context, db postgres.DBTX) ([]Finding, error) {
 			SELECT format('user %s: debt account sums to %s (positive: owes the user)', user_id, sum(amount))
 			  FROM postings WHERE account = 'debt'
 			 GROUP BY user_id HAVING sum(amount) > 0`},
-		{"system account sign", `
+		{Name: "system account sign", Query: `
 			SELECT format('%s sums to %s', account, sum(amount))
 			  FROM postings
 			 WHERE account LIKE 'issuance:%' OR account IN ('writeoff', 'spent', 'refunded')
 			 GROUP BY account
 			HAVING (account LIKE 'issuance:%' OR account = 'writeoff') AND sum(amount) > 0
 			    OR account IN ('spent', 'refunded') AND sum(amount) < 0`},
-		{"unknown account", `
+		{Name: "unknown account", Query: `
 			SELECT format('posting %s/%s of user %s on unknown account %s', journal_id, line, user_id, account)
 			  FROM postings
 			 WHERE account NOT IN ('available', 'held', 'debt', 'spent', 'refunded', 'writeoff')
 			   AND account NOT LIKE 'issuance:_%'`},
-	}
+	})
+}
+
+// Check is one invariant: a query returning one line per broken instance.
+type Check struct {
+	Name  string
+	Query string
+}
+
+// RunChecks runs invariant queries and collects what they report. The
+// recharge and refund packages check their tables against the ledger with it.
+func RunChecks(ctx context.Context, db postgres.DBTX, checks []Check) ([]Finding, error) {
 	var out []Finding
 	for _, c := range checks {
-		rows, err := db.Query(ctx, c.query)
+		rows, err := db.Query(ctx, c.Query)
 		if err != nil {
-			return nil, fmt.Errorf("verify %s: %w", c.name, err)
+			return nil, fmt.Errorf("verify %s: %w", c.Name, err)
 		}
 		details, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
-			return nil, fmt.Errorf("verify %s: %w", c.name, err)
+			return nil, fmt.Errorf("verify %s: %w", c.Name, err)
 		}
 		for _, d := range details {
-			out = append(out, Finding{Check: c.name, Detail: d})
+			out = append(out, Finding{Check: c.Name, Detail: d})
 		}
 	}
 	return out, nil

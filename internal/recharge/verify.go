@@ -2,9 +2,6 @@ package recharge
 
 import (
 	"context"
-	"fmt"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/diamondd/diamondd/internal/ledger"
 	"github.com/diamondd/diamondd/internal/platform/postgres"
@@ -13,8 +10,8 @@ import (
 // Verify checks orders against the ledger: every paid order credited exactly
 // once with its diamonds, and no unpaid order credited at all.
 func Verify(ctx context.Context, db postgres.DBTX) ([]ledger.Finding, error) {
-	checks := []struct{ name, query string }{
-		{"order credit", `
+	return ledger.RunChecks(ctx, db, []ledger.Check{
+		{Name: "order credit", Query: `
 			SELECT format('order %s (%s, user %s): %s recharge journal(s) issuing %s diamonds, expected %s',
 			              o.id, o.status, o.user_id, count(j.id), coalesce(-sum(p.amount), 0),
 			              CASE WHEN o.status IN ('paid', 'partially_refunded', 'refunded') THEN o.diamonds ELSE 0 END)
@@ -24,29 +21,10 @@ func Verify(ctx context.Context, db postgres.DBTX) ([]ledger.Finding, error) {
 			 GROUP BY o.user_id, o.id, o.status, o.diamonds
 			HAVING (o.status IN ('paid', 'partially_refunded', 'refunded') AND (count(j.id) <> 1 OR -sum(p.amount) <> o.diamonds))
 			    OR (o.status NOT IN ('paid', 'partially_refunded', 'refunded') AND count(j.id) > 0)`},
-		{"credit without order", `
+		{Name: "credit without order", Query: `
 			SELECT format('journal %s (%s) credits no known order', j.id, j.reference)
 			  FROM journals j
 			 WHERE j.reference LIKE 'recharge:%'
 			   AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.user_id = j.user_id AND 'recharge:' || o.id = j.reference)`},
-	}
-	return run(ctx, db, checks)
-}
-
-func run(ctx context.Context, db postgres.DBTX, checks []struct{ name, query string }) ([]ledger.Finding, error) {
-	var out []ledger.Finding
-	for _, c := range checks {
-		rows, err := db.Query(ctx, c.query)
-		if err != nil {
-			return nil, fmt.Errorf("verify %s: %w", c.name, err)
-		}
-		details, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return nil, fmt.Errorf("verify %s: %w", c.name, err)
-		}
-		for _, d := range details {
-			out = append(out, ledger.Finding{Check: c.name, Detail: d})
-		}
-	}
-	return out, nil
+	})
 }
