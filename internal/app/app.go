@@ -69,6 +69,10 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	// PostgreSQL keeps microseconds: a time the API answers at creation must
+	// read back the same.
+	clock := o.Now
+	o.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
 	if o.NewID == nil {
 		o.NewID = func() uuid.UUID { return uuid.Must(uuid.NewV7()) }
 	}

@@ -63,7 +63,8 @@ func (c *Channel) CreatePayment(_ context.Context, o channel.Order) (channel.Pay
 		"amount_fen": o.AmountFen,
 		"simulate": "POST /v1/webhooks/sandbox with {\"event_id\":\"<unique>\",\"type\":\"payment.succeeded\",\"order_id\":\"" +
 			o.ID + "\",\"trade_no\":\"<unique>\",\"amount_fen\":" + strconv.FormatInt(o.AmountFen, 10) +
-			"}, signed with X-Sandbox-Timestamp and X-Sandbox-Signature (or run `diamondd sandbox pay " + o.ID + "`)",
+			"}, signed with X-Sandbox-Timestamp and X-Sandbox-Signature (or run `diamondd sandbox pay " + o.ID +
+			" --amount " + strconv.FormatInt(o.AmountFen, 10) + "`)",
 	}}, nil
 }
 
