@@ -2,33 +2,18 @@ package wechatpay
 
 import (
 	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/diamondd/diamondd/internal/channel/rsakey"
 )
 
 // ParsePrivateKey reads our merchant key (apiclient_key.pem): PEM "PRIVATE
 // KEY" (PKCS #8, what WeChat's tool writes) or "RSA PRIVATE KEY" (PKCS #1).
 func ParsePrivateKey(data []byte) (*rsa.PrivateKey, error) {
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, errors.New("no PEM block")
-	}
-	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
-		return k, nil
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, errors.New("not a PKCS #1 or PKCS #8 private key")
-	}
-	rk, ok := k.(*rsa.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("private key is %T, want RSA", k)
-	}
-	return rk, nil
+	return rsakey.PEM.PrivateKey(data)
 }
 
 // ParsePublicKey reads a WeChat Pay key: the platform certificate (PEM
@@ -37,32 +22,11 @@ func ParsePrivateKey(data []byte) (*rsa.PrivateKey, error) {
 // serial ""). The certificate chain is not checked: the key is pinned by
 // configuration.
 func ParsePublicKey(data []byte) (key *rsa.PublicKey, certSerial string, err error) {
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, "", errors.New("no PEM block")
+	key, cert, err := rsakey.PEM.PublicKey(data)
+	if err != nil || cert == nil {
+		return key, "", err
 	}
-	var pub any
-	switch {
-	case block.Type == "CERTIFICATE":
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, "", fmt.Errorf("certificate: %w", err)
-		}
-		pub, certSerial = cert.PublicKey, strings.ToUpper(cert.SerialNumber.Text(16))
-	default:
-		if k, err := x509.ParsePKIXPublicKey(block.Bytes); err == nil {
-			pub = k
-		} else if k, err := x509.ParsePKCS1PublicKey(block.Bytes); err == nil {
-			pub = k
-		} else {
-			return nil, "", errors.New("not a PKIX or PKCS #1 public key or a certificate")
-		}
-	}
-	rk, ok := pub.(*rsa.PublicKey)
-	if !ok {
-		return nil, "", fmt.Errorf("public key is %T, want RSA", pub)
-	}
-	return rk, certSerial, nil
+	return key, strings.ToUpper(cert.SerialNumber.Text(16)), nil
 }
 
 // ParsePlatformKeys reads a WECHATPAY_PLATFORM_KEYS list:
@@ -140,12 +104,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if len(cfg.APIv3Key) != 32 {
 		return Config{}, fmt.Errorf("%s must be 32 bytes, got %d", EnvAPIv3Key, len(cfg.APIv3Key))
 	}
-	data, err := os.ReadFile(get(EnvPrivateKey))
-	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", EnvPrivateKey, err)
-	}
-	if cfg.PrivateKey, err = ParsePrivateKey(data); err != nil {
-		return Config{}, fmt.Errorf("%s: %w", EnvPrivateKey, err)
+	var err error
+	if cfg.PrivateKey, err = rsakey.FromEnvFile(getenv, EnvPrivateKey, ParsePrivateKey); err != nil {
+		return Config{}, err
 	}
 	if cfg.PlatformKeys, err = ParsePlatformKeys(get(EnvPlatformKeys), os.ReadFile); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", EnvPlatformKeys, err)
