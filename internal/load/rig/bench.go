@@ -142,7 +142,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 			return nil, err
 		}
 		o.Log(fmt.Sprintf("pgbench: TPC-B-like, scale %d, %d clients, %s", o.Scale, o.Clients, o.Duration))
-		if rep.Pgbench, err = Pgbench(ctx, st.PG.URL("pgbench"), o.Scale, o.Clients, o.Duration); err != nil {
+		if rep.Pgbench, err = Pgbench(ctx, st.PG.URL("pgbench"), st.PG.PID(), o.Scale, o.Clients, o.Duration); err != nil {
 			return nil, err
 		}
 		o.Log(fmt.Sprintf("pgbench: %.0f tps, p99 %.2f ms", rep.Pgbench.TPS, rep.Pgbench.P99ms))
@@ -440,9 +440,16 @@ func (b *BenchReport) WriteTable(out io.Writer) {
 		b.Date.Format(time.RFC3339), b.Machine.CPUs, b.Machine.CPUModel, b.Machine.MemoryGB, b.Machine.Postgres,
 		map[bool]string{true: "fsync off", false: "durable"}[b.FastPG], b.Clients, b.Users)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "run\tthroughput\t÷ pgbench tps\tp99 per step (ms)\tstatements/flow\ttxns/flow\tserver RSS max\tchecks")
+	fmt.Fprintln(tw, "run\tthroughput\t÷ pgbench tps\tp99 per step (ms)\tstatements/flow\ttxns/flow\tCPU ms/flow server+pg+driver\tserver RSS max\tchecks")
+	cpuPer := func(c CPU, n float64) string {
+		if n <= 0 || c.Wall == 0 {
+			return ""
+		}
+		return fmt.Sprintf("%.2f+%.2f+%.2f", 1000*c.Server/n, 1000*c.Postgres/n, 1000*c.Driver/n)
+	}
 	if p := b.Pgbench; p != nil {
-		fmt.Fprintf(tw, "pgbench tpcb-like s=%d\t%.0f tps\t1.00\ttransaction %.2f (p50 %.2f)\t\t\t\t\n", p.Scale, p.TPS, p.P99ms, p.P50ms)
+		fmt.Fprintf(tw, "pgbench tpcb-like s=%d\t%.0f tps\t1.00\ttransaction %.2f (p50 %.2f)\t7\t1\t%s\t\t\n", p.Scale, p.TPS, p.P99ms, p.P50ms,
+			cpuPer(p.CPU, p.TPS*p.Seconds))
 	}
 	for _, r := range b.Runs {
 		res := r.Result
@@ -478,8 +485,8 @@ func (b *BenchReport) WriteTable(out io.Writer) {
 		if res.Checks != nil && !res.Checks.OK() {
 			checks = "FAIL"
 		}
-		fmt.Fprintf(tw, "%s\t%.0f flows/s (%s)\t%s\t%s\t%s\t%s\t%s\t%s\n", name, flows, strings.Join(kinds, ", "), ratio,
-			strings.Join(p99, ", "), perFlow(r.DB.Statements), perFlow(r.DB.Transactions), mib(res.RSS.Max), checks)
+		fmt.Fprintf(tw, "%s\t%.0f flows/s (%s)\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, flows, strings.Join(kinds, ", "), ratio,
+			strings.Join(p99, ", "), perFlow(r.DB.Statements), perFlow(r.DB.Transactions), cpuPer(r.DB.CPU, float64(nflows)), mib(res.RSS.Max), checks)
 	}
 	tw.Flush()
 	if b.Headline > 0 {

@@ -21,6 +21,7 @@ type DBStats struct {
 	// Waits: samples of active backends by wait event ("CPU" when running).
 	Waits   map[string]int64 `json:"waits"`
 	Samples int64            `json:"samples"`
+	CPU     CPU              `json:"cpu"`
 }
 
 // StatementStats is one normalised statement.

@@ -29,6 +29,7 @@ type PgbenchResult struct {
 	P95ms   float64 `json:"p95_ms"`
 	P99ms   float64 `json:"p99_ms"`
 	Maxms   float64 `json:"max_ms"`
+	CPU     CPU     `json:"cpu"`
 }
 
 func pgbenchBin() (string, error) {
@@ -49,7 +50,7 @@ var tpsRe = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection tim
 // script with the clients for the duration, in extended protocol with
 // prepared statements (how pgx talks). Latencies come from pgbench's
 // per-transaction log.
-func Pgbench(ctx context.Context, url string, scale, clients int, d time.Duration) (*PgbenchResult, error) {
+func Pgbench(ctx context.Context, url string, pgPID, scale, clients int, d time.Duration) (*PgbenchResult, error) {
 	bin, err := pgbenchBin()
 	if err != nil {
 		return nil, err
@@ -67,16 +68,20 @@ func Pgbench(ctx context.Context, url string, scale, clients int, d time.Duratio
 	run := exec.CommandContext(ctx, bin, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(threads),
 		"-T", strconv.Itoa(int(d.Seconds())), "-M", "prepared", "-n", "-l", "--log-prefix", filepath.Join(dir, "log"), url)
 	run.Dir = dir
+	meter := startCPU(0, pgPID)
 	out, err := run.CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("pgbench: %w: %s", err, out)
 	}
+	cpu := meter.stop()
+	cpu.Driver = (run.ProcessState.UserTime() + run.ProcessState.SystemTime()).Seconds()
 	m := tpsRe.FindStringSubmatch(string(out))
 	if m == nil {
 		return nil, fmt.Errorf("pgbench: no tps in its output: %s", out)
 	}
 	res := &PgbenchResult{Scale: scale, Clients: clients, Seconds: d.Seconds(), Mode: "prepared"}
 	res.TPS, _ = strconv.ParseFloat(m[1], 64)
+	res.CPU = cpu
 	h := hdrhistogram.New(1, int64(2*time.Minute/time.Microsecond), 3)
 	logs, _ := filepath.Glob(filepath.Join(dir, "log.*"))
 	for _, l := range logs {

@@ -148,6 +148,16 @@ func StartPG(ctx context.Context, o PGOptions) (*PG, error) {
 	return g, nil
 }
 
+// PID of the postmaster (0 when stopped).
+func (g *PG) PID() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.p == nil || g.p.exited() {
+		return 0
+	}
+	return g.p.pid()
+}
+
 // URL of a database in the cluster.
 func (g *PG) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", g.Port, db)

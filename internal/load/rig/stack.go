@@ -174,11 +174,13 @@ func (s *Stack) Observe() load.ObserveOptions {
 // during the measured phase only.
 func (s *Stack) RunChecked(ctx context.Context, o load.Options, verify bool, settleFor time.Duration) (*load.Result, DBStats, error) {
 	var w *dbWatch
+	var cpu *cpuMeter
 	var mu sync.Mutex
 	o.OnMeasure = func() {
 		mu.Lock()
 		defer mu.Unlock()
 		w = watchDB(ctx, s.Pool, "diamondd")
+		cpu = startCPU(s.Svc.PID(), s.PG.PID())
 	}
 	r, err := load.New(s.Options(o))
 	if err != nil {
@@ -189,7 +191,9 @@ func (s *Stack) RunChecked(ctx context.Context, o load.Options, verify bool, set
 	var dbs DBStats
 	mu.Lock()
 	if w != nil {
+		c := cpu.stop()
 		dbs = w.stop(ctx)
+		dbs.CPU = c
 	}
 	mu.Unlock()
 	if err != nil {
