@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"syscall"
@@ -102,12 +103,25 @@ func Start(ctx context.Context) (*Server, error) {
 		return nil, fmt.Errorf("log file: %w", err)
 	}
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	if err := s.cmd.Start(); err != nil {
+	// Pdeathsig fires when the OS thread that started the child exits, not
+	// the process: start it from a goroutine locked to its thread, and keep
+	// that thread until the server is gone.
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		err := s.cmd.Start()
+		started <- err
+		if err == nil {
+			_ = s.cmd.Wait()
+			logf.Close()
+			close(s.done)
+		}
+	}()
+	if err := <-started; err != nil {
 		logf.Close()
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
-	go func() { _ = s.cmd.Wait(); logf.Close(); close(s.done) }()
 	s.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.Port)
 	if err := s.waitReady(ctx); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
