@@ -24,25 +24,19 @@ package alipaytest
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/diamondd/diamondd/internal/channel/alipay"
+	"github.com/diamondd/diamondd/internal/channel/channeltest"
 	"github.com/diamondd/diamondd/internal/money"
 )
 
@@ -69,8 +63,8 @@ const DefaultAppID = "2021000000000001"
 // 15h: eight attempts in about 25 h) compressed so a minute lasts a
 // millisecond: the whole schedule takes about 1.5 s.
 func DefaultRetrySchedule() []time.Duration {
-	return []time.Duration{2 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond,
-		60 * time.Millisecond, 120 * time.Millisecond, 360 * time.Millisecond, 900 * time.Millisecond}
+	return channeltest.Compress(2*time.Minute, 10*time.Minute, 10*time.Minute,
+		time.Hour, 2*time.Hour, 6*time.Hour, 15*time.Hour)
 }
 
 // Options configure a fake. The zero value is ready to use.
@@ -125,17 +119,9 @@ type Notification struct {
 	Body    []byte     // the exact form body that is POSTed
 }
 
-// Delivery is one attempt to deliver a notification.
-type Delivery struct {
-	NotificationID string
-	URL            string
-	Attempt        int // 1-based for the notifier; 0 for Deliver
-	Status         int // HTTP status, 0 when the request failed
-	Body           string
-	Err            error
-	Acked          bool // the body was exactly "success"
-	At             time.Time
-}
+// Delivery is one attempt to deliver a notification; Acked means the body
+// was exactly "success".
+type Delivery = channeltest.Delivery
 
 // Fault is a failure injected into the next gateway call of Method.
 type Fault struct {
@@ -160,21 +146,13 @@ type Server struct {
 	appKey    *rsa.PrivateKey
 	alipayKey *rsa.PrivateKey
 	srv       *httptest.Server
-	client    *http.Client
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	calls     channeltest.Calls[Fault]
+	notifier  *channeltest.Notifier
 
-	mu         sync.Mutex
-	closed     bool
-	trades     map[string]*trade
-	byTradeNo  map[string]string
-	seq        int64
-	faults     []Fault
-	lose       int
-	inflight   int
-	deliveries []Delivery
-	calls      map[string]int
+	mu        sync.Mutex
+	trades    map[string]*trade
+	byTradeNo map[string]string
+	seq       int64
 }
 
 type trade struct {
@@ -182,23 +160,8 @@ type trade struct {
 	refunds map[string]*Refund
 }
 
-var processKeys struct {
-	once        sync.Once
-	app, alipay *rsa.PrivateKey
-	err         error
-}
-
-// keys generates the two RSA-2048 keys once per process: key generation is
-// the slow part of these tests.
-func keys() (app, ali *rsa.PrivateKey, err error) {
-	processKeys.once.Do(func() {
-		if processKeys.app, processKeys.err = rsa.GenerateKey(rand.Reader, 2048); processKeys.err != nil {
-			return
-		}
-		processKeys.alipay, processKeys.err = rsa.GenerateKey(rand.Reader, 2048)
-	})
-	return processKeys.app, processKeys.alipay, processKeys.err
-}
+// processKeys stands in for Options.AppKey and AlipayKey.
+var processKeys channeltest.KeyPair
 
 // New starts a fake for a test and closes it when the test ends.
 func New(tb testing.TB, opts Options) *Server {
@@ -222,36 +185,27 @@ func Start(opts Options) (*Server, error) {
 	if opts.RetrySchedule == nil {
 		opts.RetrySchedule = DefaultRetrySchedule()
 	}
-	if opts.NotifyTimeout == 0 {
-		opts.NotifyTimeout = 2 * time.Second
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	app, ali := opts.AppKey, opts.AlipayKey
-	if app == nil || ali == nil {
-		genApp, genAli, err := keys()
-		if err != nil {
-			return nil, fmt.Errorf("generate keys: %w", err)
-		}
-		if app == nil {
-			app = genApp
-		}
-		if ali == nil {
-			ali = genAli
-		}
+	app, ali, err := processKeys.Or(opts.AppKey, opts.AlipayKey)
+	if err != nil {
+		return nil, fmt.Errorf("generate keys: %w", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts:      opts,
 		appKey:    app,
 		alipayKey: ali,
-		client:    &http.Client{Timeout: opts.NotifyTimeout},
-		ctx:       ctx,
-		cancel:    cancel,
 		trades:    map[string]*trade{},
 		byTradeNo: map[string]string{},
-		calls:     map[string]int{},
+		notifier: channeltest.NewNotifier(channeltest.NotifierOptions{
+			Schedule:    opts.RetrySchedule,
+			Timeout:     opts.NotifyTimeout,
+			Now:         opts.Now,
+			ContentType: "application/x-www-form-urlencoded; charset=utf-8",
+			// Alipay looks at the body only: the seven characters "success".
+			Acked: func(_ int, body string) bool { return body == "success" },
+		}),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/gateway.do", s.handleGateway)
@@ -261,15 +215,7 @@ func Start(opts Options) (*Server, error) {
 
 // Close stops the notifier and the server.
 func (s *Server) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	s.mu.Unlock()
-	s.cancel()
-	s.wg.Wait()
+	s.notifier.Close()
 	s.srv.Close()
 }
 
@@ -291,34 +237,19 @@ func (s *Server) Config() alipay.Config {
 }
 
 // AppPrivateKeyPEM is the app private key as PKCS #8 PEM.
-func (s *Server) AppPrivateKeyPEM() []byte {
-	der, err := x509.MarshalPKCS8PrivateKey(s.appKey)
-	if err != nil {
-		panic(err) // an RSA key always marshals
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-}
+func (s *Server) AppPrivateKeyPEM() []byte { return channeltest.PrivateKeyPEM(s.appKey) }
 
 // AlipayPublicKeyPEM is the fake Alipay's public key as PKIX PEM.
-func (s *Server) AlipayPublicKeyPEM() []byte {
-	der, err := x509.MarshalPKIXPublicKey(&s.alipayKey.PublicKey)
-	if err != nil {
-		panic(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-}
+func (s *Server) AlipayPublicKeyPEM() []byte { return channeltest.PublicKeyPEM(&s.alipayKey.PublicKey) }
 
 // Env writes the key files into dir and returns the environment the service
 // reads (ALIPAY_APP_ID, ALIPAY_PRIVATE_KEY_FILE, ALIPAY_PUBLIC_KEY_FILE,
 // ALIPAY_BASE_URL).
 func (s *Server) Env(dir string) (map[string]string, error) {
-	priv := filepath.Join(dir, "alipay_app_private_key.pem")
-	pub := filepath.Join(dir, "alipay_public_key.pem")
-	if err := os.WriteFile(priv, s.AppPrivateKeyPEM(), 0o600); err != nil {
-		return nil, fmt.Errorf("write app key: %w", err)
-	}
-	if err := os.WriteFile(pub, s.AlipayPublicKeyPEM(), 0o644); err != nil {
-		return nil, fmt.Errorf("write alipay key: %w", err)
+	priv, pub, err := channeltest.WriteKeyFiles(dir, "alipay_app_private_key.pem", s.appKey,
+		"alipay_public_key.pem", &s.alipayKey.PublicKey)
+	if err != nil {
+		return nil, err
 	}
 	return map[string]string{
 		alipay.EnvAppID:      s.opts.AppID,
@@ -346,51 +277,26 @@ func (t *trade) snapshot() Trade {
 }
 
 // Calls counts the gateway calls of method received so far (verified or not).
-func (s *Server) Calls(method string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls[method]
-}
+func (s *Server) Calls(method string) int { return s.calls.Count(method) }
 
 // InjectFault spoils the next call of f.Method. Faults queue up in order.
-func (s *Server) InjectFault(f Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults = append(s.faults, f)
-}
+func (s *Server) InjectFault(f Fault) { s.calls.Inject(f.Method, f) }
 
 // LoseNextNotifications makes the next n notifications never be pushed, as
 // if Alipay gave up; they are still returned by the call that caused them
 // and can be delivered with Deliver or Redeliver.
-func (s *Server) LoseNextNotifications(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lose += n
-}
+func (s *Server) LoseNextNotifications(n int) { s.notifier.LoseNext(n) }
 
 // Deliveries returns every delivery attempt so far, oldest first.
-func (s *Server) Deliveries() []Delivery {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Delivery(nil), s.deliveries...)
-}
+func (s *Server) Deliveries() []Delivery { return s.notifier.Deliveries() }
 
 // WaitIdle blocks until no notification is being pushed (each was
 // acknowledged or ran out of attempts), or ctx ends.
 func (s *Server) WaitIdle(ctx context.Context) error {
-	for {
-		s.mu.Lock()
-		n := s.inflight
-		s.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("alipaytest: %d notifications still in flight: %w", n, ctx.Err())
-		case <-time.After(2 * time.Millisecond):
-		}
+	if err := s.notifier.WaitIdle(ctx); err != nil {
+		return fmt.Errorf("alipaytest: %w", err)
 	}
+	return nil
 }
 
 var errNoTrade = errors.New("alipaytest: no such trade")
@@ -508,12 +414,4 @@ func (s *Server) Finish(orderID string) (Notification, error) {
 	}
 	t.Status = StatusTradeFinished
 	return s.notifyLocked(t, nil), nil
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := io.ReadFull(rand.Reader, b); err != nil {
-		panic(err) // crypto/rand does not fail on supported platforms
-	}
-	return hex.EncodeToString(b)
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/diamondd/diamondd/internal/channel/channeltest"
 	"github.com/diamondd/diamondd/internal/money"
 )
 
@@ -36,18 +37,7 @@ func (s *Server) handleGateway(w http.ResponseWriter, r *http.Request) {
 	method := p.Get("method")
 	respKey := strings.ReplaceAll(method, ".", "_") + "_response"
 
-	s.mu.Lock()
-	s.calls[method]++
-	var fault *Fault
-	for i, f := range s.faults {
-		if f.Method == method {
-			fault = &f
-			s.faults = append(s.faults[:i:i], s.faults[i+1:]...)
-			break
-		}
-	}
-	s.mu.Unlock()
-
+	fault := s.calls.Take(method)
 	if err := s.verifyRequest(p); err != nil {
 		s.writeSigned(w, respKey, argError("isv.invalid-signature", err.Error()), false)
 		return
@@ -109,19 +99,7 @@ func (s *Server) handleGateway(w http.ResponseWriter, r *http.Request) {
 
 // sleep waits d unless the client goes away or the fake closes first.
 func (s *Server) sleep(r *http.Request, d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-r.Context().Done():
-		return false
-	case <-s.ctx.Done():
-		return false
-	}
+	return channeltest.Sleep(r.Context(), d, s.notifier.Closed())
 }
 
 // writeSigned answers {"<key>":<node>,"sign":"…"} with the signature over
@@ -137,7 +115,7 @@ func (s *Server) writeSigned(w http.ResponseWriter, key string, n node, badSigna
 		signed = append(append([]byte(nil), raw...), ' ')
 	}
 	keyJSON, _ := json.Marshal(key)
-	sigJSON, _ := json.Marshal(rsa2Sign(s.alipayKey, signed))
+	sigJSON, _ := json.Marshal(channeltest.SignSHA256(s.alipayKey, signed))
 	w.Header().Set("Content-Type", "application/json;charset=utf-8")
 	out := make([]byte, 0, len(raw)+400)
 	out = append(out, '{')

@@ -1,22 +1,19 @@
 package alipaytest
 
 import (
-	"bytes"
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/diamondd/diamondd/internal/channel/channeltest"
 	"github.com/diamondd/diamondd/internal/money"
 )
 
@@ -45,15 +42,6 @@ func signContent(p url.Values, exclude ...string) string {
 		parts[i] = k + "=" + p[k][0]
 	}
 	return strings.Join(parts, "&")
-}
-
-func rsa2Sign(key *rsa.PrivateKey, content []byte) string {
-	sum := sha256.Sum256(content)
-	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:])
-	if err != nil {
-		panic(err) // cannot fail with a valid RSA-2048 key
-	}
-	return base64.StdEncoding.EncodeToString(sig)
 }
 
 // verifyRequest checks a request (or order string) signed by the app.
@@ -88,7 +76,7 @@ func (s *Server) SignNotification(fields url.Values) []byte {
 		p.Set("sign_type", "RSA2")
 	}
 	p.Del("sign")
-	p.Set("sign", rsa2Sign(s.alipayKey, []byte(signContent(p, "sign", "sign_type"))))
+	p.Set("sign", channeltest.SignSHA256(s.alipayKey, []byte(signContent(p, "sign", "sign_type"))))
 	return []byte(p.Encode())
 }
 
@@ -99,7 +87,7 @@ func (s *Server) notifyLocked(t *trade, refund *Refund) Notification {
 	p := url.Values{}
 	p.Set("notify_time", now.Format(timeLayout))
 	p.Set("notify_type", "trade_status_sync")
-	p.Set("notify_id", randomHex(16))
+	p.Set("notify_id", channeltest.RandomHex(16))
 	p.Set("app_id", s.opts.AppID)
 	p.Set("charset", "utf-8")
 	p.Set("version", "1.0")
@@ -136,56 +124,23 @@ func (s *Server) notifyLocked(t *trade, refund *Refund) Notification {
 		target = t.NotifyURL
 	}
 	n := Notification{ID: p.Get("notify_id"), OrderID: t.OutTradeNo, URL: target, Params: signed, Body: body}
-	if s.lose > 0 {
-		s.lose--
-		return n
-	}
-	s.pushLocked(n)
+	s.notifier.Notify(n.message())
 	return n
+}
+
+func (n Notification) message() channeltest.Message {
+	return channeltest.Message{ID: n.ID, URL: n.URL, Body: n.Body}
 }
 
 // Redeliver pushes n again with the full retry schedule (a duplicate, as
 // Alipay sends when an acknowledgement was lost).
-func (s *Server) Redeliver(n Notification) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.pushLocked(n)
-}
-
-func (s *Server) pushLocked(n Notification) {
-	if s.closed || n.URL == "" {
-		return
-	}
-	s.inflight++
-	s.wg.Add(1)
-	go func() {
-		defer func() {
-			s.mu.Lock()
-			s.inflight--
-			s.mu.Unlock()
-			s.wg.Done()
-		}()
-		for attempt := 1; ; attempt++ {
-			if d := s.deliver(s.ctx, n, attempt); d.Acked {
-				return
-			}
-			if attempt > len(s.opts.RetrySchedule) {
-				return
-			}
-			select {
-			case <-s.ctx.Done():
-				return
-			case <-time.After(s.opts.RetrySchedule[attempt-1]):
-			}
-		}
-	}()
-}
+func (s *Server) Redeliver(n Notification) { s.notifier.Push(n.message()) }
 
 // Deliver makes one synchronous delivery attempt of n, without retries,
 // and reports what the receiver answered. The error is the transport error,
 // if any (also in Delivery.Err).
 func (s *Server) Deliver(ctx context.Context, n Notification) (Delivery, error) {
-	d := s.deliver(ctx, n, 0)
+	d := s.notifier.Deliver(ctx, n.message())
 	return d, d.Err
 }
 
@@ -193,28 +148,4 @@ func (s *Server) Deliver(ctx context.Context, n Notification) (Delivery, error) 
 // SignNotification).
 func (s *Server) DeliverBody(ctx context.Context, target string, body []byte) (Delivery, error) {
 	return s.Deliver(ctx, Notification{URL: target, Body: body})
-}
-
-func (s *Server) deliver(ctx context.Context, n Notification, attempt int) Delivery {
-	d := Delivery{NotificationID: n.ID, URL: n.URL, Attempt: attempt, At: s.opts.Now()}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.URL, bytes.NewReader(n.Body))
-	if err != nil {
-		d.Err = err
-	} else {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
-		resp, err := s.client.Do(req)
-		if err != nil {
-			d.Err = err
-		} else {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			d.Status, d.Body = resp.StatusCode, string(body)
-			// Alipay looks at the body only: the seven characters "success".
-			d.Acked = d.Body == "success"
-		}
-	}
-	s.mu.Lock()
-	s.deliveries = append(s.deliveries, d)
-	s.mu.Unlock()
-	return d
 }

@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"time"
+
+	"github.com/diamondd/diamondd/internal/channel/channeltest"
 )
 
 type apiErr struct {
@@ -44,24 +45,13 @@ func (s *Server) op(name string, h handler) http.HandlerFunc {
 		if err != nil {
 			return
 		}
-		s.mu.Lock()
-		s.calls[name]++
-		var fault *Fault
-		for i, f := range s.faults {
-			if f.Op == name {
-				fault = &f
-				s.faults = append(s.faults[:i:i], s.faults[i+1:]...)
-				break
-			}
-		}
-		s.mu.Unlock()
-
+		fault := s.calls.Take(name)
 		if err := s.verifyAuth(r, body); err != nil {
 			s.writeJSON(w, http.StatusUnauthorized, apiErr{"SIGN_ERROR", err.Error()}, false)
 			return
 		}
 		failure := func(f *Fault) bool {
-			if !s.sleep(r, f.Delay) {
+			if !channeltest.Sleep(r.Context(), f.Delay, s.notifier.Closed()) {
 				return true
 			}
 			if f.Status == 0 {
@@ -88,23 +78,6 @@ func (s *Server) op(name string, h handler) http.HandlerFunc {
 			return
 		}
 		s.writeJSON(w, status, v, fault != nil && fault.BadSignature)
-	}
-}
-
-// sleep waits d unless the client goes away or the fake closes first.
-func (s *Server) sleep(r *http.Request, d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-r.Context().Done():
-		return false
-	case <-s.ctx.Done():
-		return false
 	}
 }
 
@@ -148,7 +121,7 @@ func (s *Server) prepay(r *http.Request, body []byte) (int, any) {
 	now := s.opts.Now()
 	o := &order{Order: Order{
 		OutTradeNo:  req.OutTradeNo,
-		PrepayID:    "wx" + now.In(beijing).Format("02150405") + randomHex(12),
+		PrepayID:    "wx" + now.In(beijing).Format("02150405") + channeltest.RandomHex(12),
 		TradeState:  StateNotPay,
 		Description: req.Description,
 		NotifyURL:   req.NotifyURL,

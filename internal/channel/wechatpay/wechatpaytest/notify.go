@@ -1,13 +1,12 @@
 package wechatpaytest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"time"
+
+	"github.com/diamondd/diamondd/internal/channel/channeltest"
 )
 
 var beijing = time.FixedZone("CST", 8*60*60)
@@ -75,12 +74,12 @@ func (s *Server) notifyLocked(eventType, summary, originalType string, plaintext
 	if s.opts.NotifyURL != "" {
 		n.URL = s.opts.NotifyURL
 	}
-	if s.lose > 0 {
-		s.lose--
-		return n, nil
-	}
-	s.pushLocked(n)
+	s.notifier.Notify(n.message())
 	return n, nil
+}
+
+func (n Notification) message() channeltest.Message {
+	return channeltest.Message{ID: n.ID, URL: n.URL, Body: n.Body}
 }
 
 func (s *Server) notifyRefundLocked(r *Refund) (Notification, error) {
@@ -109,79 +108,19 @@ func (s *Server) notifyRefundLocked(r *Refund) (Notification, error) {
 
 // Redeliver pushes n again with the full retry schedule (a duplicate, as
 // WeChat Pay sends when an acknowledgement was lost).
-func (s *Server) Redeliver(n Notification) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.pushLocked(n)
-}
-
-func (s *Server) pushLocked(n Notification) {
-	if s.closed || n.URL == "" {
-		return
-	}
-	s.inflight++
-	s.wg.Add(1)
-	go func() {
-		defer func() {
-			s.mu.Lock()
-			s.inflight--
-			s.mu.Unlock()
-			s.wg.Done()
-		}()
-		for attempt := 1; ; attempt++ {
-			if d := s.deliver(s.ctx, n.URL, n.ID, s.SignHeaders(n.Body, time.Time{}), n.Body, attempt); d.Acked {
-				return
-			}
-			if attempt > len(s.opts.RetrySchedule) {
-				return
-			}
-			select {
-			case <-s.ctx.Done():
-				return
-			case <-time.After(s.opts.RetrySchedule[attempt-1]):
-			}
-		}
-	}()
-}
+func (s *Server) Redeliver(n Notification) { s.notifier.Push(n.message()) }
 
 // Deliver makes one synchronous, freshly signed delivery attempt of n
 // without retries and reports what the receiver answered. The error is the
 // transport error, if any (also in Delivery.Err).
 func (s *Server) Deliver(ctx context.Context, n Notification) (Delivery, error) {
-	d := s.deliver(ctx, n.URL, n.ID, s.SignHeaders(n.Body, time.Time{}), n.Body, 0)
+	d := s.notifier.Deliver(ctx, n.message())
 	return d, d.Err
 }
 
 // DeliverRaw posts body with exactly the given headers (see SignHeaders):
 // for stale timestamps, unknown serials, signature probes and the like.
 func (s *Server) DeliverRaw(ctx context.Context, target string, header http.Header, body []byte) (Delivery, error) {
-	d := s.deliver(ctx, target, "", header, body, 0)
+	d := s.notifier.DeliverWith(ctx, channeltest.Message{URL: target, Body: body}, header)
 	return d, d.Err
-}
-
-func (s *Server) deliver(ctx context.Context, target, id string, h http.Header, body []byte, attempt int) Delivery {
-	d := Delivery{NotificationID: id, URL: target, Attempt: attempt, At: s.opts.Now()}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
-	if err != nil {
-		d.Err = err
-	} else {
-		for k, v := range h {
-			req.Header[k] = v
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := s.client.Do(req)
-		if err != nil {
-			d.Err = fmt.Errorf("deliver %s: %w", id, err)
-		} else {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			d.Status, d.Body = resp.StatusCode, string(b)
-			// The status decides: a 200 with {"code":"FAIL"} is still an ack.
-			d.Acked = resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNoContent
-		}
-	}
-	s.mu.Lock()
-	s.deliveries = append(s.deliveries, d)
-	s.mu.Unlock()
-	return d
 }

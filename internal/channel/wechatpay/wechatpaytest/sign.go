@@ -4,7 +4,6 @@ import (
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
@@ -14,18 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/diamondd/diamondd/internal/channel/channeltest"
 )
 
 const scheme = "WECHATPAY2-SHA256-RSA2048"
-
-func rsaSign(key *rsa.PrivateKey, msg []byte) string {
-	sum := sha256.Sum256(msg)
-	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:])
-	if err != nil {
-		panic(err) // cannot fail with a valid RSA-2048 key
-	}
-	return base64.StdEncoding.EncodeToString(sig)
-}
 
 // SignHeaders returns the Wechatpay-* headers WeChat Pay sends with body,
 // signed with the platform key at time at (the fake's clock when zero).
@@ -39,7 +31,7 @@ func (s *Server) SignHeaders(body []byte, at time.Time) http.Header {
 	h := http.Header{}
 	h.Set("Wechatpay-Timestamp", ts)
 	h.Set("Wechatpay-Nonce", nonce)
-	h.Set("Wechatpay-Signature", rsaSign(s.platformKey, []byte(ts+"\n"+nonce+"\n"+string(body)+"\n")))
+	h.Set("Wechatpay-Signature", channeltest.SignSHA256(s.platformKey, []byte(ts+"\n"+nonce+"\n"+string(body)+"\n")))
 	h.Set("Wechatpay-Serial", s.opts.PlatformSerial)
 	h.Set("Wechatpay-Signature-Type", scheme)
 	return h
@@ -65,7 +57,7 @@ func (s *Server) EncryptResource(originalType, associatedData string, plaintext 
 	if err != nil {
 		panic(err)
 	}
-	nonce := randomHex(6) // 12 characters, as WeChat's nonces
+	nonce := channeltest.RandomHex(6) // 12 characters, as WeChat's nonces
 	ct := gcm.Seal(nil, []byte(nonce), plaintext, []byte(associatedData))
 	return Resource{
 		OriginalType:   originalType,

@@ -25,22 +25,16 @@ package wechatpaytest
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
-	"encoding/hex"
-	"encoding/pem"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/diamondd/diamondd/internal/channel/channeltest"
 	"github.com/diamondd/diamondd/internal/channel/wechatpay"
 )
 
@@ -78,14 +72,9 @@ const (
 // 10m, 20m, 30m, 30m, 30m, 60m, 3h, 3h, 3h, 6h, 6h: sixteen attempts in
 // 24h4m) compressed so a minute lasts a millisecond: about 1.5 s in all.
 func DefaultRetrySchedule() []time.Duration {
-	real := []time.Duration{15 * time.Second, 15 * time.Second, 30 * time.Second, 3 * time.Minute,
-		10 * time.Minute, 20 * time.Minute, 30 * time.Minute, 30 * time.Minute, 30 * time.Minute,
-		60 * time.Minute, 3 * time.Hour, 3 * time.Hour, 3 * time.Hour, 6 * time.Hour, 6 * time.Hour}
-	out := make([]time.Duration, len(real))
-	for i, d := range real {
-		out[i] = d / 60000
-	}
-	return out
+	return channeltest.Compress(15*time.Second, 15*time.Second, 30*time.Second, 3*time.Minute,
+		10*time.Minute, 20*time.Minute, 30*time.Minute, 30*time.Minute, 30*time.Minute,
+		60*time.Minute, 3*time.Hour, 3*time.Hour, 3*time.Hour, 6*time.Hour, 6*time.Hour)
 }
 
 // Options configure a fake. The zero value is ready to use.
@@ -158,17 +147,9 @@ type Notification struct {
 	Resource  []byte // the decrypted resource, for assertions
 }
 
-// Delivery is one attempt to deliver a notification.
-type Delivery struct {
-	NotificationID string
-	URL            string
-	Attempt        int // 1-based for the notifier; 0 for Deliver
-	Status         int // HTTP status, 0 when the request failed
-	Body           string
-	Err            error
-	Acked          bool // 200 or 204
-	At             time.Time
-}
+// Delivery is one attempt to deliver a notification; Acked means the
+// answer was 200 or 204.
+type Delivery = channeltest.Delivery
 
 // Fault is a failure injected into the next call of Op.
 type Fault struct {
@@ -194,22 +175,14 @@ type Server struct {
 	merchantKey *rsa.PrivateKey
 	platformKey *rsa.PrivateKey
 	srv         *httptest.Server
-	client      *http.Client
-	ctx         context.Context
-	cancel      context.CancelFunc
-	wg          sync.WaitGroup
+	calls       channeltest.Calls[Fault]
+	notifier    *channeltest.Notifier
 
-	mu         sync.Mutex
-	closed     bool
-	orders     map[string]*order
-	byTxn      map[string]string
-	refunds    map[string]*Refund
-	seq        int64
-	faults     []Fault
-	lose       int
-	inflight   int
-	deliveries []Delivery
-	calls      map[string]int
+	mu      sync.Mutex
+	orders  map[string]*order
+	byTxn   map[string]string
+	refunds map[string]*Refund
+	seq     int64
 }
 
 type order struct {
@@ -217,23 +190,8 @@ type order struct {
 	refundNos []string
 }
 
-var processKeys struct {
-	once               sync.Once
-	merchant, platform *rsa.PrivateKey
-	err                error
-}
-
-// keys generates the two RSA-2048 keys once per process: key generation is
-// the slow part of these tests.
-func keys() (merchant, platform *rsa.PrivateKey, err error) {
-	processKeys.once.Do(func() {
-		if processKeys.merchant, processKeys.err = rsa.GenerateKey(rand.Reader, 2048); processKeys.err != nil {
-			return
-		}
-		processKeys.platform, processKeys.err = rsa.GenerateKey(rand.Reader, 2048)
-	})
-	return processKeys.merchant, processKeys.platform, processKeys.err
-}
+// processKeys stands in for Options.MerchantKey and PlatformKey.
+var processKeys channeltest.KeyPair
 
 // New starts a fake for a test and closes it when the test ends.
 func New(tb testing.TB, opts Options) *Server {
@@ -255,7 +213,7 @@ func Start(opts Options) (*Server, error) {
 		opts.AppID = DefaultAppID
 	}
 	if opts.APIv3Key == "" {
-		opts.APIv3Key = randomHex(16) // 32 characters
+		opts.APIv3Key = channeltest.RandomHex(16) // 32 characters
 	}
 	if len(opts.APIv3Key) != 32 {
 		return nil, fmt.Errorf("APIv3Key is %d bytes, want 32", len(opts.APIv3Key))
@@ -269,53 +227,39 @@ func Start(opts Options) (*Server, error) {
 	if opts.RetrySchedule == nil {
 		opts.RetrySchedule = DefaultRetrySchedule()
 	}
-	if opts.NotifyTimeout == 0 {
-		opts.NotifyTimeout = 2 * time.Second
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	merchant, platform := opts.MerchantKey, opts.PlatformKey
-	if merchant == nil || platform == nil {
-		genM, genP, err := keys()
-		if err != nil {
-			return nil, fmt.Errorf("generate keys: %w", err)
-		}
-		if merchant == nil {
-			merchant = genM
-		}
-		if platform == nil {
-			platform = genP
-		}
+	merchant, platform, err := processKeys.Or(opts.MerchantKey, opts.PlatformKey)
+	if err != nil {
+		return nil, fmt.Errorf("generate keys: %w", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts:        opts,
 		merchantKey: merchant,
 		platformKey: platform,
-		client:      &http.Client{Timeout: opts.NotifyTimeout},
-		ctx:         ctx,
-		cancel:      cancel,
 		orders:      map[string]*order{},
 		byTxn:       map[string]string{},
 		refunds:     map[string]*Refund{},
-		calls:       map[string]int{},
 	}
+	s.notifier = channeltest.NewNotifier(channeltest.NotifierOptions{
+		Schedule:    opts.RetrySchedule,
+		Timeout:     opts.NotifyTimeout,
+		Now:         opts.Now,
+		ContentType: "application/json",
+		Header:      func(body []byte) http.Header { return s.SignHeaders(body, time.Time{}) },
+		// The status decides: a 200 with {"code":"FAIL"} is still an ack.
+		Acked: func(status int, _ string) bool {
+			return status == http.StatusOK || status == http.StatusNoContent
+		},
+	})
 	s.srv = httptest.NewServer(s.handler())
 	return s, nil
 }
 
 // Close stops the notifier and the server.
 func (s *Server) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	s.mu.Unlock()
-	s.cancel()
-	s.wg.Wait()
+	s.notifier.Close()
 	s.srv.Close()
 }
 
@@ -343,35 +287,22 @@ func (s *Server) Config() wechatpay.Config {
 }
 
 // MerchantKeyPEM is the merchant private key as PKCS #8 PEM (apiclient_key.pem).
-func (s *Server) MerchantKeyPEM() []byte {
-	der, err := x509.MarshalPKCS8PrivateKey(s.merchantKey)
-	if err != nil {
-		panic(err) // an RSA key always marshals
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-}
+func (s *Server) MerchantKeyPEM() []byte { return channeltest.PrivateKeyPEM(s.merchantKey) }
 
 // PlatformPublicKeyPEM is the platform public key as PKIX PEM (the "WeChat
 // Pay public key" mode; its serial is PlatformSerial).
 func (s *Server) PlatformPublicKeyPEM() []byte {
-	der, err := x509.MarshalPKIXPublicKey(&s.platformKey.PublicKey)
-	if err != nil {
-		panic(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	return channeltest.PublicKeyPEM(&s.platformKey.PublicKey)
 }
 
 // Env writes the key files into dir and returns the environment the service
 // reads (WECHATPAY_MCH_ID, _APP_ID, _PRIVATE_KEY_FILE, _CERT_SERIAL,
 // _APIV3_KEY, _PLATFORM_KEYS, _BASE_URL).
 func (s *Server) Env(dir string) (map[string]string, error) {
-	priv := filepath.Join(dir, "wechatpay_apiclient_key.pem")
-	pub := filepath.Join(dir, "wechatpay_platform_public_key.pem")
-	if err := os.WriteFile(priv, s.MerchantKeyPEM(), 0o600); err != nil {
-		return nil, fmt.Errorf("write merchant key: %w", err)
-	}
-	if err := os.WriteFile(pub, s.PlatformPublicKeyPEM(), 0o644); err != nil {
-		return nil, fmt.Errorf("write platform key: %w", err)
+	priv, pub, err := channeltest.WriteKeyFiles(dir, "wechatpay_apiclient_key.pem", s.merchantKey,
+		"wechatpay_platform_public_key.pem", &s.platformKey.PublicKey)
+	if err != nil {
+		return nil, err
 	}
 	return map[string]string{
 		wechatpay.EnvMchID:        s.opts.MchID,
@@ -416,51 +347,26 @@ func (s *Server) Refund(outRefundNo string) (Refund, bool) {
 }
 
 // Calls counts the calls of op received so far (verified or not).
-func (s *Server) Calls(op string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls[op]
-}
+func (s *Server) Calls(op string) int { return s.calls.Count(op) }
 
 // InjectFault spoils the next call of f.Op. Faults queue up in order.
-func (s *Server) InjectFault(f Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults = append(s.faults, f)
-}
+func (s *Server) InjectFault(f Fault) { s.calls.Inject(f.Op, f) }
 
 // LoseNextNotifications makes the next n notifications never be pushed;
 // they are still returned by the call that caused them and can be
 // delivered with Deliver or Redeliver.
-func (s *Server) LoseNextNotifications(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lose += n
-}
+func (s *Server) LoseNextNotifications(n int) { s.notifier.LoseNext(n) }
 
 // Deliveries returns every delivery attempt so far, oldest first.
-func (s *Server) Deliveries() []Delivery {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Delivery(nil), s.deliveries...)
-}
+func (s *Server) Deliveries() []Delivery { return s.notifier.Deliveries() }
 
 // WaitIdle blocks until no notification is being pushed (each was
 // acknowledged or ran out of attempts), or ctx ends.
 func (s *Server) WaitIdle(ctx context.Context) error {
-	for {
-		s.mu.Lock()
-		n := s.inflight
-		s.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wechatpaytest: %d notifications still in flight: %w", n, ctx.Err())
-		case <-time.After(2 * time.Millisecond):
-		}
+	if err := s.notifier.WaitIdle(ctx); err != nil {
+		return fmt.Errorf("wechatpaytest: %w", err)
 	}
+	return nil
 }
 
 // Pay is the payer paying an order placed through the prepay endpoint: it
@@ -526,12 +432,4 @@ func (s *Server) CompleteRefund(outRefundNo, status string) (Notification, error
 	return s.notifyRefundLocked(r)
 }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := io.ReadFull(rand.Reader, b); err != nil {
-		panic(err) // crypto/rand does not fail on supported platforms
-	}
-	return hex.EncodeToString(b)
-}
-
-func upperHex(n int) string { return strings.ToUpper(randomHex(n)) }
+func upperHex(n int) string { return strings.ToUpper(channeltest.RandomHex(n)) }
