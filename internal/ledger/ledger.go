@@ -153,6 +153,12 @@ func (j Journal) deltas() (available, held, debt int64) {
 // transaction, in one round trip. The database refuses a duplicate reference
 // and a balance below zero; both come back as errors of this package.
 func (l *Ledger) Post(ctx context.Context, tx pgx.Tx, j Journal) (Balance, error) {
+	return l.PostWith(ctx, tx, j, nil)
+}
+
+// PostWith is Post with the caller's own statements sent in the same round
+// trip, after the ledger's (their callbacks run as the batch is read).
+func (l *Ledger) PostWith(ctx context.Context, tx pgx.Tx, j Journal, extra *pgx.Batch) (Balance, error) {
 	if err := j.Validate(); err != nil {
 		return Balance{}, err
 	}
@@ -174,6 +180,9 @@ func (l *Ledger) Post(ctx context.Context, tx pgx.Tx, j Journal) (Balance, error
 		  FROM unnest($6::text[], $7::bigint[]) WITH ORDINALITY AS p(account, amount, line)`,
 		j.UserID, id, j.Kind, j.Reference, j.Memo, accounts, amounts)
 	b.Queue(updateWallet, j.UserID, da, dh, dd)
+	if extra != nil {
+		b.QueuedQueries = append(b.QueuedQueries, extra.QueuedQueries...)
+	}
 
 	br := tx.SendBatch(ctx, b)
 	_, err := br.Exec()
@@ -181,6 +190,7 @@ func (l *Ledger) Post(ctx context.Context, tx pgx.Tx, j Journal) (Balance, error
 	if err == nil {
 		err = br.QueryRow().Scan(&bal.Available, &bal.Held, &bal.Debt)
 	}
+	// Close reads the rest, running the callbacks of the caller's statements.
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
@@ -211,20 +221,36 @@ const updateWallet = `
 	 WHERE user_id = $1
 	RETURNING available, held, debt`
 
+// lockWallet reads a balance and locks the wallet row, creating an empty
+// wallet when the user has none.
+const lockWallet = `
+	INSERT INTO wallets AS w (user_id) VALUES ($1)
+	ON CONFLICT (user_id) DO UPDATE SET user_id = w.user_id
+	RETURNING available, held, debt`
+
 // Lock reads a user's balance and locks the wallet row until the transaction
 // ends, creating an empty wallet when the user has none. Every movement of a
 // user's diamonds that depends on the balance locks it first, so they apply
 // one at a time; one row per user means there is no lock order to get wrong.
 func (l *Ledger) Lock(ctx context.Context, tx pgx.Tx, userID string) (Balance, error) {
 	b := Balance{UserID: userID}
-	err := tx.QueryRow(ctx, `
-		INSERT INTO wallets AS w (user_id) VALUES ($1)
-		ON CONFLICT (user_id) DO UPDATE SET user_id = w.user_id
-		RETURNING available, held, debt`, userID).Scan(&b.Available, &b.Held, &b.Debt)
+	err := tx.QueryRow(ctx, lockWallet, userID).Scan(&b.Available, &b.Held, &b.Debt)
 	if err != nil {
 		return Balance{}, fmt.Errorf("lock wallet %s: %w", userID, err)
 	}
 	return b, nil
+}
+
+// QueueLock is Lock as a statement of the caller's batch: the balance is
+// read into into when the batch's results are read.
+func QueueLock(b *pgx.Batch, userID string, into *Balance) {
+	b.Queue(lockWallet, userID).QueryRow(func(row pgx.Row) error {
+		into.UserID = userID
+		if err := row.Scan(&into.Available, &into.Held, &into.Debt); err != nil {
+			return fmt.Errorf("lock wallet %s: %w", userID, err)
+		}
+		return nil
+	})
 }
 
 // Get reads a user's balance; a user with no wallet has zero everywhere.

@@ -155,7 +155,7 @@ func TestHoldsAndDebt(t *testing.T) {
 	require.Equal(t, ledger.Balance{UserID: "u", Available: 600}, bal)
 
 	// spend most, then a refund claws back more than is left: debt
-	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Spend(ctx, tx, "u", 550, "spend:s1", "") })
+	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Spend(ctx, tx, "u", 550, "spend:s1", "", nil) })
 	require.NoError(t, err)
 	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 50, "refund-hold:r4", "") })
 	require.NoError(t, err)
@@ -166,7 +166,7 @@ func TestHoldsAndDebt(t *testing.T) {
 	require.Equal(t, ledger.Balance{UserID: "u", Debt: 150}, bal)
 
 	// in debt: spending is refused even with diamonds available
-	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Spend(ctx, tx, "u", 1, "spend:s2", "") })
+	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Spend(ctx, tx, "u", 1, "spend:s2", "", nil) })
 	require.ErrorIs(t, err, ledger.ErrInsufficient)
 
 	// the next recharge pays the debt first
@@ -229,7 +229,7 @@ func TestConcurrentWallet(t *testing.T) {
 						_, err := l.Credit(ctx, tx, "hot", "sandbox", 7, "recharge:"+ref, "")
 						return err
 					}
-					_, err := l.Spend(ctx, tx, "hot", 11, "spend:"+ref, "")
+					_, err := l.Spend(ctx, tx, "hot", 11, "spend:"+ref, "", nil)
 					return err
 				})
 				switch {

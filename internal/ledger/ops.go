@@ -13,13 +13,20 @@ import (
 // Credit issues diamonds bought through a channel. Debt is paid first: only
 // what is left over becomes available.
 func (l *Ledger) Credit(ctx context.Context, tx pgx.Tx, userID, channel string, diamonds int64, reference, memo string) (Balance, error) {
-	if diamonds <= 0 {
-		return Balance{}, fmt.Errorf("%w: credit of %d diamonds", ErrInvalid, diamonds)
-	}
 	bal, err := l.Lock(ctx, tx, userID)
 	if err != nil {
 		return Balance{}, err
 	}
+	return l.CreditLocked(ctx, tx, bal, channel, diamonds, reference, memo, nil)
+}
+
+// CreditLocked is Credit for a wallet the caller has already locked (see
+// QueueLock), with the caller's extra statements in the same round trip.
+func (l *Ledger) CreditLocked(ctx context.Context, tx pgx.Tx, bal Balance, channel string, diamonds int64, reference, memo string, extra *pgx.Batch) (Balance, error) {
+	if diamonds <= 0 {
+		return Balance{}, fmt.Errorf("%w: credit of %d diamonds", ErrInvalid, diamonds)
+	}
+	userID := bal.UserID
 	repay := min(bal.Debt, diamonds)
 	ps := []Posting{{Issuance(channel), -diamonds}}
 	if repay > 0 {
@@ -28,11 +35,12 @@ func (l *Ledger) Credit(ctx context.Context, tx pgx.Tx, userID, channel string, 
 	if rest := diamonds - repay; rest > 0 {
 		ps = append(ps, Posting{Available, rest})
 	}
-	return l.Post(ctx, tx, Journal{UserID: userID, Kind: "recharge", Reference: reference, Memo: memo, Postings: ps})
+	return l.PostWith(ctx, tx, Journal{UserID: userID, Kind: "recharge", Reference: reference, Memo: memo, Postings: ps}, extra)
 }
 
-// Spend takes available diamonds. A user in debt cannot spend at all.
-func (l *Ledger) Spend(ctx context.Context, tx pgx.Tx, userID string, diamonds int64, reference, memo string) (Balance, error) {
+// Spend takes available diamonds. A user in debt cannot spend at all. extra
+// statements of the caller go in the posting's round trip.
+func (l *Ledger) Spend(ctx context.Context, tx pgx.Tx, userID string, diamonds int64, reference, memo string, extra *pgx.Batch) (Balance, error) {
 	if diamonds <= 0 {
 		return Balance{}, fmt.Errorf("%w: spend of %d diamonds", ErrInvalid, diamonds)
 	}
@@ -43,8 +51,8 @@ func (l *Ledger) Spend(ctx context.Context, tx pgx.Tx, userID string, diamonds i
 	if bal.Debt > 0 || bal.Available < diamonds {
 		return bal, fmt.Errorf("spend %d of %d available (debt %d): %w", diamonds, bal.Available, bal.Debt, ErrInsufficient)
 	}
-	return l.Post(ctx, tx, Journal{UserID: userID, Kind: "spend", Reference: reference, Memo: memo,
-		Postings: []Posting{{Available, -diamonds}, {Spent, diamonds}}})
+	return l.PostWith(ctx, tx, Journal{UserID: userID, Kind: "spend", Reference: reference, Memo: memo,
+		Postings: []Posting{{Available, -diamonds}, {Spent, diamonds}}}, extra)
 }
 
 // Hold moves diamonds from available to held: they can no longer be spent.

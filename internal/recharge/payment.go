@@ -10,8 +10,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/diamondd/diamondd/internal/channel"
+	"github.com/diamondd/diamondd/internal/ledger"
 	"github.com/diamondd/diamondd/internal/fault"
 	"github.com/diamondd/diamondd/internal/platform/postgres"
 	"github.com/diamondd/diamondd/internal/risk"
@@ -50,112 +52,172 @@ func SetEventOutcome(ctx context.Context, tx pgx.Tx, chName, key, userID, outcom
 // HandleEvent applies a payment notification: recorded once, then acted on
 // in the same transaction. Every outcome that cannot improve by redelivery
 // (unknown order, stale event, amount mismatch) is acknowledged.
+//
+// The transaction takes three round trips: lock the order and record the
+// event; record the trade (with the wallet lock and the risk rules' read);
+// then the ledger posting with every closing write.
 func (s *Service) HandleEvent(ctx context.Context, chName string, ev channel.Event) error {
 	return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
-		fresh, err := RecordEvent(ctx, tx, chName, ev, ev.OrderID, s.now().UTC())
-		if err != nil || !fresh {
-			return err
+		var o Order
+		found, fresh := false, false
+		b := &pgx.Batch{}
+		if id, err := uuid.Parse(ev.OrderID); err == nil {
+			b.Queue(`SELECT `+orderColumns+` FROM orders
+				WHERE id = $1 AND user_id = (SELECT user_id FROM owners WHERE object_id = $1) FOR UPDATE`, id).
+				QueryRow(func(row pgx.Row) error {
+					var err error
+					o, err = scanOrder(row)
+					if errors.Is(err, pgx.ErrNoRows) {
+						return nil
+					}
+					found = err == nil
+					return err
+				})
 		}
-		outcome, userID, err := s.applyEvent(ctx, tx, chName, ev)
-		if err != nil {
-			return err
+		QueueRecordEvent(b, chName, ev, ev.OrderID, s.now().UTC(), &fresh)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("lock order of event %s/%s: %w", chName, ev.Key, err)
 		}
-		return SetEventOutcome(ctx, tx, chName, ev.Key, userID, outcome)
+		if !fresh {
+			return nil // a redelivery
+		}
+		closing := func(fin *pgx.Batch, outcome string) {
+			QueueEventOutcome(fin, chName, ev.Key, o.UserID, outcome)
+		}
+		switch {
+		case !found:
+			s.log.WarnContext(ctx, "payment event for an unknown order", "channel", chName, "order", ev.OrderID, "event", ev.Key)
+			return send(ctx, tx, closing, "unknown_order")
+		case o.Channel != chName:
+			s.log.WarnContext(ctx, "payment event from another channel", "channel", chName, "order", o.ID, "order_channel", o.Channel)
+			return send(ctx, tx, closing, "wrong_channel")
+		}
+		switch ev.Type {
+		case channel.EventPaymentSucceeded:
+			_, err := s.applyPayment(ctx, tx, &o, ev.TradeNo, ev.AmountFen, "channel:"+chName, closing)
+			return err
+		case channel.EventPaymentFailed, channel.EventPaymentClosed:
+			if o.Status != StatusPending {
+				return send(ctx, tx, closing, "stale") // forward only: a failure after payment changes nothing
+			}
+			status, note := StatusFailed, "payment failed at the channel"
+			if ev.Type == channel.EventPaymentClosed {
+				status, note = StatusClosed, "closed at the channel"
+			}
+			if ev.Reason != "" {
+				note += ": " + ev.Reason
+			}
+			fin := &pgx.Batch{}
+			s.queueFinish(fin, &o, status, "channel:"+chName, note)
+			closing(fin, status)
+			return tx.SendBatch(ctx, fin).Close()
+		}
+		return send(ctx, tx, closing, "ignored")
 	})
 }
 
-func (s *Service) applyEvent(ctx context.Context, tx pgx.Tx, chName string, ev channel.Event) (outcome, userID string, err error) {
-	id, err := uuid.Parse(ev.OrderID)
-	if err != nil {
-		return "unknown_order", "", nil
-	}
-	owner, err := Owner(ctx, tx, id)
-	if IsNotFound(err) {
-		s.log.WarnContext(ctx, "payment event for an unknown order", "channel", chName, "order", ev.OrderID, "event", ev.Key)
-		return "unknown_order", "", nil
-	}
-	if err != nil {
-		return "", "", err
-	}
-	o, err := Lock(ctx, tx, owner, id)
-	if err != nil {
-		return "", "", err
-	}
-	if o.Channel != chName {
-		s.log.WarnContext(ctx, "payment event from another channel", "channel", chName, "order", o.ID, "order_channel", o.Channel)
-		return "wrong_channel", owner, nil
-	}
-	switch ev.Type {
-	case channel.EventPaymentSucceeded:
-		outcome, err = s.applyPayment(ctx, tx, &o, ev.TradeNo, ev.AmountFen, "channel:"+chName)
-		return outcome, owner, err
-	case channel.EventPaymentFailed, channel.EventPaymentClosed:
-		status, note := StatusFailed, "payment failed at the channel"
-		if ev.Type == channel.EventPaymentClosed {
-			status, note = StatusClosed, "closed at the channel"
-		}
-		if ev.Reason != "" {
-			note += ": " + ev.Reason
-		}
-		if o.Status != StatusPending {
-			return "stale", owner, nil // forward only: a failure after payment changes nothing
-		}
-		return status, owner, s.finish(ctx, tx, &o, status, "channel:"+chName, note)
-	}
-	return "ignored", owner, nil
+// send sends a batch holding only the closing statements.
+func send(ctx context.Context, tx pgx.Tx, closing func(*pgx.Batch, string), outcome string) error {
+	fin := &pgx.Batch{}
+	closing(fin, outcome)
+	return tx.SendBatch(ctx, fin).Close()
+}
+
+// QueueRecordEvent is RecordEvent as a statement of the caller's batch;
+// fresh tells whether the event is new.
+func QueueRecordEvent(b *pgx.Batch, chName string, ev channel.Event, objectID string, at time.Time, fresh *bool) {
+	payload, _ := json.Marshal(ev) // an Event always encodes
+	b.Queue(`
+		INSERT INTO webhook_events (channel, event_key, type, object_id, outcome, payload, received_at)
+		VALUES ($1, $2, $3, $4, 'received', $5, $6)
+		ON CONFLICT (channel, event_key) DO NOTHING`,
+		chName, ev.Key, string(ev.Type), objectID, payload, at).Exec(func(ct pgconn.CommandTag) error {
+		*fresh = ct.RowsAffected() == 1
+		return nil
+	})
+}
+
+// QueueEventOutcome is SetEventOutcome as a statement of the caller's batch.
+func QueueEventOutcome(b *pgx.Batch, chName, key, userID, outcome string) {
+	b.Queue(`UPDATE webhook_events SET outcome = $3, user_id = nullif($4, '') WHERE channel = $1 AND event_key = $2`,
+		chName, key, outcome, userID)
 }
 
 // finish moves a pending order to closed or failed.
 func (s *Service) finish(ctx context.Context, tx pgx.Tx, o *Order, status, actor, note string) error {
-	now := s.now().UTC()
-	_, err := tx.Exec(ctx, `UPDATE orders SET status = $3, closed_at = $4, updated_at = $4, check_after = NULL
-		WHERE user_id = $1 AND id = $2`, o.UserID, o.ID, status, now)
-	if err != nil {
+	b := &pgx.Batch{}
+	s.queueFinish(b, o, status, actor, note)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("close order %s: %w", o.ID, err)
 	}
+	return nil
+}
+
+func (s *Service) queueFinish(b *pgx.Batch, o *Order, status, actor, note string) {
+	now := s.now().UTC()
+	b.Queue(`UPDATE orders SET status = $3, closed_at = $4, updated_at = $4, check_after = NULL
+		WHERE user_id = $1 AND id = $2`, o.UserID, o.ID, status, now)
+	queueTimeline(b, s.newID(), o.UserID, o.ID, status, actor, note, now)
 	o.Status, o.ClosedAt, o.UpdatedAt = status, &now, now
-	return AddTimeline(ctx, tx, s.newID(), o.UserID, o.ID, status, actor, note, now)
 }
 
 // applyPayment records a channel trade against the locked order and credits
 // the order if this trade pays it. The (channel, trade_no) key makes a
 // repeated report of the same trade a no-op; the ledger's unique reference
-// makes a second credit of the order impossible.
-func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, tradeNo string, amountFen int64, actor string) (string, error) {
+// makes a second credit of the order impossible. closing, when set, adds the
+// caller's last statements to the final round trip.
+func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, tradeNo string, amountFen int64, actor string,
+	closing func(*pgx.Batch, string)) (string, error) {
 	now := s.now().UTC()
-	tag, err := tx.Exec(ctx, `
+	credit := amountFen == o.AmountFen &&
+		(o.Status == StatusPending || o.Status == StatusClosed || o.Status == StatusFailed)
+
+	// Record the trade; when it is to be credited, lock the wallet and read
+	// what the risk rules need in the same round trip.
+	inserted := false
+	var bal ledger.Balance
+	var recent []risk.Paid
+	b := &pgx.Batch{}
+	b.Queue(`
 		INSERT INTO payments (user_id, channel, trade_no, order_id, amount_fen, outcome, created_at)
-		VALUES ($1, $2, $3, $4, $5, 'credited', $6)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (user_id, channel, trade_no) DO NOTHING`,
-		o.UserID, o.Channel, tradeNo, o.ID, amountFen, now)
-	if err != nil {
+		o.UserID, o.Channel, tradeNo, o.ID, amountFen, paymentOutcome(credit, amountFen == o.AmountFen), now).
+		Exec(func(ct pgconn.CommandTag) error { inserted = ct.RowsAffected() == 1; return nil })
+	if credit {
+		th := s.cfg.Risk
+		ledger.QueueLock(b, o.UserID, &bal)
+		risk.QueueRecent(b, o.UserID, o.ID.String(), now, max(th.DuplicateWindow, th.BurstWindow), th.MedianSample, &recent)
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return "", fmt.Errorf("record payment %s of %s: %w", tradeNo, o.ID, err)
 	}
-	if tag.RowsAffected() == 0 {
-		return "duplicate_trade", nil
+	fin := &pgx.Batch{}
+	done := func(outcome string) (string, error) {
+		if closing != nil {
+			closing(fin, outcome)
+		}
+		if err := tx.SendBatch(ctx, fin).Close(); err != nil {
+			return "", fmt.Errorf("apply payment %s of %s: %w", tradeNo, o.ID, err)
+		}
+		return outcome, nil
 	}
-	setOutcome := func(outcome string, refundID *uuid.UUID) error {
-		_, err := tx.Exec(ctx, `UPDATE payments SET outcome = $4, refund_id = $5 WHERE user_id = $1 AND channel = $2 AND trade_no = $3`,
-			o.UserID, o.Channel, tradeNo, outcome, refundID)
-		return err
+	if !inserted {
+		return done("duplicate_trade")
 	}
 
 	if amountFen != o.AmountFen {
-		if err := setOutcome("amount_mismatch", nil); err != nil {
-			return "", fmt.Errorf("flag payment %s: %w", tradeNo, err)
-		}
 		// Support decides; the pending worker stops looking at the order.
-		if err := s.flag(ctx, tx, o, FlagAmountMismatch, now); err != nil {
-			return "", err
-		}
+		s.queueFlag(fin, o, FlagAmountMismatch, now)
 		note := fmt.Sprintf("trade %s paid %d fen for an order of %d fen: not credited, left to support", tradeNo, amountFen, o.AmountFen)
+		queueTimeline(fin, s.newID(), o.UserID, o.ID, o.Status, actor, note, now)
 		s.log.WarnContext(ctx, "payment amount mismatch", "order", o.ID, "trade", tradeNo, "paid", amountFen, "expected", o.AmountFen)
-		return FlagAmountMismatch, AddTimeline(ctx, tx, s.newID(), o.UserID, o.ID, o.Status, actor, note, now)
+		return done(FlagAmountMismatch)
 	}
 
-	switch o.Status {
-	case StatusPaid, StatusPartiallyRefunded, StatusRefunded:
-		// A second successful payment: refund it in full, credit nothing.
+	if !credit {
+		// A second successful payment of a paid order: refund it in full,
+		// credit nothing.
 		if s.refunder == nil {
 			return "", errors.New("no refunder configured for duplicate payments")
 		}
@@ -163,14 +225,12 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, tradeNo
 		if err != nil {
 			return "", fmt.Errorf("refund duplicate payment %s of %s: %w", tradeNo, o.ID, err)
 		}
-		if err := setOutcome("duplicate", &refundID); err != nil {
-			return "", fmt.Errorf("flag payment %s: %w", tradeNo, err)
-		}
-		if err := s.flag(ctx, tx, o, FlagDuplicatePayment, now); err != nil {
-			return "", err
-		}
+		fin.Queue(`UPDATE payments SET refund_id = $4 WHERE user_id = $1 AND channel = $2 AND trade_no = $3`,
+			o.UserID, o.Channel, tradeNo, refundID)
+		s.queueFlag(fin, o, FlagDuplicatePayment, now)
 		note := fmt.Sprintf("second payment %s of %d fen: refunded in full by refund %s", tradeNo, amountFen, refundID)
-		return "duplicate_payment", AddTimeline(ctx, tx, s.newID(), o.UserID, o.ID, o.Status, actor, note, now)
+		queueTimeline(fin, s.newID(), o.UserID, o.ID, o.Status, actor, note, now)
+		return done("duplicate_payment")
 	}
 
 	// pending, or closed/failed: money received buys what it paid for.
@@ -178,67 +238,56 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, tradeNo
 	if late {
 		o.Flags = appendFlag(o.Flags, FlagLatePayment)
 	}
-	memo := fmt.Sprintf("%s trade %s", o.Channel, tradeNo)
-	if _, err := s.ledger.Credit(ctx, tx, o.UserID, o.Channel, o.Diamonds, "recharge:"+o.ID.String(), memo); err != nil {
-		return "", fmt.Errorf("credit order %s: %w", o.ID, err)
-	}
-	assessment, err := s.assess(ctx, tx, o, now)
-	if err != nil {
-		return "", err
-	}
-	riskJSON, err := json.Marshal(assessment)
-	if err != nil {
-		return "", fmt.Errorf("encode risk of %s: %w", o.ID, err)
-	}
-	_, err = tx.Exec(ctx, `
-		UPDATE orders SET status = 'paid', trade_no = $3, paid_at = $4, updated_at = $4, flags = $5,
-		                  risk = $6, risk_score = $7, check_after = NULL
-		 WHERE user_id = $1 AND id = $2`,
-		o.UserID, o.ID, tradeNo, now, o.Flags, riskJSON, assessment.Score)
-	if err != nil {
-		return "", fmt.Errorf("mark order %s paid: %w", o.ID, err)
-	}
-	o.Status, o.TradeNo, o.PaidAt, o.UpdatedAt, o.Risk, o.RiskScore = StatusPaid, &tradeNo, &now, now, riskJSON, assessment.Score
-	note := fmt.Sprintf("paid by %s trade %s; %d diamonds credited", o.Channel, tradeNo, o.Diamonds)
-	if late {
-		note += " (payment arrived after the order was closed)"
-	}
-	if err := AddTimeline(ctx, tx, s.newID(), o.UserID, o.ID, StatusPaid, actor, note, now); err != nil {
-		return "", err
-	}
-	if late {
-		return "credited_late", nil
-	}
-	return "credited", nil
-}
-
-// assess runs the accidental-recharge rules on an order being credited.
-func (s *Service) assess(ctx context.Context, tx pgx.Tx, o *Order, paidAt time.Time) (risk.Assessment, error) {
-	th := s.cfg.Risk
-	window := max(th.DuplicateWindow, th.BurstWindow)
-	recent, err := risk.Recent(ctx, tx, o.UserID, o.ID.String(), paidAt, window, th.MedianSample)
-	if err != nil {
-		return risk.Assessment{}, err
-	}
 	a := risk.Assess(risk.Input{
-		Order:  risk.Paid{OrderID: o.ID.String(), Channel: o.Channel, AmountFen: o.AmountFen, PaidAt: paidAt},
+		Order:  risk.Paid{OrderID: o.ID.String(), Channel: o.Channel, AmountFen: o.AmountFen, PaidAt: now},
 		Minor:  o.Minor,
 		Recent: recent,
-	}, th)
+	}, s.cfg.Risk)
 	if a.Flags == nil {
 		a.Flags = []risk.Flag{}
 	}
-	return a, nil
+	riskJSON, err := json.Marshal(a)
+	if err != nil {
+		return "", fmt.Errorf("encode risk of %s: %w", o.ID, err)
+	}
+	fin.Queue(`
+		UPDATE orders SET status = 'paid', trade_no = $3, paid_at = $4, updated_at = $4, flags = $5,
+		                  risk = $6, risk_score = $7, check_after = NULL
+		 WHERE user_id = $1 AND id = $2`,
+		o.UserID, o.ID, tradeNo, now, o.Flags, riskJSON, a.Score)
+	o.Status, o.TradeNo, o.PaidAt, o.UpdatedAt, o.Risk, o.RiskScore = StatusPaid, &tradeNo, &now, now, riskJSON, a.Score
+	note := fmt.Sprintf("paid by %s trade %s; %d diamonds credited", o.Channel, tradeNo, o.Diamonds)
+	outcome := "credited"
+	if late {
+		note += " (payment arrived after the order was closed)"
+		outcome = "credited_late"
+	}
+	queueTimeline(fin, s.newID(), o.UserID, o.ID, StatusPaid, actor, note, now)
+	if closing != nil {
+		closing(fin, outcome)
+	}
+	memo := fmt.Sprintf("%s trade %s", o.Channel, tradeNo)
+	if _, err := s.ledger.CreditLocked(ctx, tx, bal, o.Channel, o.Diamonds, "recharge:"+o.ID.String(), memo, fin); err != nil {
+		return "", fmt.Errorf("credit order %s: %w", o.ID, err)
+	}
+	return outcome, nil
 }
 
-func (s *Service) flag(ctx context.Context, tx pgx.Tx, o *Order, flag string, now time.Time) error {
-	o.Flags = appendFlag(o.Flags, flag)
-	_, err := tx.Exec(ctx, `UPDATE orders SET flags = $3, updated_at = $4, check_after = CASE WHEN $5 THEN NULL ELSE check_after END
-		WHERE user_id = $1 AND id = $2`, o.UserID, o.ID, o.Flags, now, flag == FlagAmountMismatch)
-	if err != nil {
-		return fmt.Errorf("flag order %s: %w", o.ID, err)
+// paymentOutcome is what a trade is recorded as.
+func paymentOutcome(credit, amountMatches bool) string {
+	switch {
+	case credit:
+		return "credited"
+	case !amountMatches:
+		return "amount_mismatch"
 	}
-	return nil
+	return "duplicate"
+}
+
+func (s *Service) queueFlag(b *pgx.Batch, o *Order, flag string, now time.Time) {
+	o.Flags = appendFlag(o.Flags, flag)
+	b.Queue(`UPDATE orders SET flags = $3, updated_at = $4, check_after = CASE WHEN $5 THEN NULL ELSE check_after END
+		WHERE user_id = $1 AND id = $2`, o.UserID, o.ID, o.Flags, now, flag == FlagAmountMismatch)
 }
 
 func appendFlag(flags []string, f string) []string {

@@ -55,7 +55,13 @@ func (s *Service) Spend(ctx context.Context, tx pgx.Tx, r Request) (Spend, error
 	}
 	sp := Spend{ID: s.newID(), UserID: r.UserID, Diamonds: r.Diamonds, Reference: r.Reference,
 		Description: r.Description, CreatedAt: s.now().UTC()}
-	bal, err := s.ledger.Spend(ctx, tx, r.UserID, r.Diamonds, "spend:"+sp.ID.String(), r.Reference)
+	// The spend's own record goes in the ledger posting's round trip.
+	record := &pgx.Batch{}
+	record.Queue(`
+		INSERT INTO spends (user_id, id, service, reference, diamonds, description, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		sp.UserID, sp.ID, r.Service, sp.Reference, sp.Diamonds, sp.Description, sp.CreatedAt)
+	bal, err := s.ledger.Spend(ctx, tx, r.UserID, r.Diamonds, "spend:"+sp.ID.String(), r.Reference, record)
 	if errors.Is(err, ledger.ErrInsufficient) {
 		if bal.Debt > 0 {
 			return Spend{}, fault.New(fault.Conflict, "insufficient_diamonds",
@@ -68,12 +74,5 @@ func (s *Service) Spend(ctx context.Context, tx pgx.Tx, r Request) (Spend, error
 		return Spend{}, fmt.Errorf("spend for %s: %w", r.UserID, err)
 	}
 	sp.AvailableAfter = bal.Available
-	_, err = tx.Exec(ctx, `
-		INSERT INTO spends (user_id, id, service, reference, diamonds, description, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		sp.UserID, sp.ID, r.Service, sp.Reference, sp.Diamonds, sp.Description, sp.CreatedAt)
-	if err != nil {
-		return Spend{}, fmt.Errorf("record spend for %s: %w", r.UserID, err)
-	}
 	return sp, nil
 }
