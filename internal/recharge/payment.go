@@ -13,8 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/diamondd/diamondd/internal/channel"
-	"github.com/diamondd/diamondd/internal/ledger"
 	"github.com/diamondd/diamondd/internal/fault"
+	"github.com/diamondd/diamondd/internal/ledger"
 	"github.com/diamondd/diamondd/internal/platform/postgres"
 	"github.com/diamondd/diamondd/internal/risk"
 )
