@@ -68,21 +68,30 @@ func (s *Server) rateLimit(ctx context.Context, action string, perMinute int) er
 func (r stored) VisitCreateRechargeResponse(w http.ResponseWriter) error { return r.write(w) }
 
 func (s *Server) CreateRecharge(ctx context.Context, r oapi.CreateRechargeRequestObject) (oapi.CreateRechargeResponseObject, error) {
-	if err := s.rateLimit(ctx, "recharge", s.Limits.RechargePerMin); err != nil {
-		return nil, err
-	}
 	body := *r.Body
-	if (body.PackageId == nil) == (body.AmountFen == nil) {
-		return nil, fault.New(fault.Invalid, "validation_failed", "give exactly one of package_id and amount_fen")
-	}
 	key := deref(r.Params.IdempotencyKey)
-	// A retry should not reach the channel again: answer it from the stored
-	// record before preparing the payment.
+	// A retry is answered from the stored record: before the rate limit
+	// (a retry is not a new request) and before the channel is asked again.
 	if replay, err := s.lookup(ctx, "/v1/recharges", key, body); err != nil || replay != nil {
 		return deref(replay), err
 	}
-	draft, err := s.Recharges.Prepare(ctx, payer(ctx), recharge.CreateRequest{
-		Channel: body.Channel, PackageID: deref(body.PackageId), AmountFen: deref(body.AmountFen)})
+	if err := s.rateLimit(ctx, "recharge", s.Limits.RechargePerMin); err != nil {
+		return nil, err
+	}
+	var draft recharge.Draft
+	var err error
+	if (body.PackageId == nil) == (body.AmountFen == nil) {
+		err = fault.New(fault.Invalid, "validation_failed", "give exactly one of package_id and amount_fen")
+	} else {
+		draft, err = s.Recharges.Prepare(ctx, payer(ctx), recharge.CreateRequest{
+			Channel: body.Channel, PackageID: deref(body.PackageId), AmountFen: deref(body.AmountFen)})
+	}
+	if fe, ok := fault.As(err); ok && problemFor(fe).status < 500 {
+		// A refusal is an outcome like any other: stored under the key, so
+		// the same request gets the same answer.
+		return s.idempotent(ctx, "/v1/recharges", key, body, http.StatusCreated,
+			func(context.Context, pgx.Tx) (any, error) { return nil, err })
+	}
 	if err != nil {
 		return nil, err
 	}

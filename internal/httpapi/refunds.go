@@ -35,10 +35,14 @@ func (r stored) VisitCreateRefundResponse(w http.ResponseWriter) error      { re
 func (r stored) VisitCreateAdminRefundResponse(w http.ResponseWriter) error { return r.write(w) }
 
 func (s *Server) CreateRefund(ctx context.Context, r oapi.CreateRefundRequestObject) (oapi.CreateRefundResponseObject, error) {
+	body := *r.Body
+	// A retry is answered from the stored record, not rate limited.
+	if replay, err := s.lookup(ctx, "/v1/refunds", deref(r.Params.IdempotencyKey), body); err != nil || replay != nil {
+		return deref(replay), err
+	}
 	if err := s.rateLimit(ctx, "refund", s.Limits.RefundPerMin); err != nil {
 		return nil, err
 	}
-	body := *r.Body
 	req := refund.Request{OrderID: body.OrderId, AmountFen: body.AmountFen, ReasonCode: string(body.ReasonCode),
 		Description: deref(body.Description), Evidence: toEvidence(body.Evidence)}
 	return s.createRefund(ctx, "/v1/refunds", deref(r.Params.IdempotencyKey), body, req)
@@ -63,7 +67,11 @@ func (s *Server) createRefund(ctx context.Context, route, key string, body any, 
 		if err != nil {
 			return nil, err
 		}
-		return s.toRefund(created, nil, nil, false), nil
+		tl, err := recharge.Timeline(ctx, tx, created.UserID, created.ID)
+		if err != nil {
+			return nil, err
+		}
+		return s.toRefund(created, tl, nil, false), nil
 	})
 	if err == nil && !out.replayed && created.Status == refund.StatusApproved {
 		s.submit(ctx, created)

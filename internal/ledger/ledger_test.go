@@ -149,7 +149,8 @@ func TestHoldsAndDebt(t *testing.T) {
 	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 400, "refund-hold:r3", "") })
 	require.NoError(t, err)
 	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
-		return l.Settle(ctx, tx, "u", 400, 400, ledger.ShortfallDebt, "refund-post:r3", "")
+		st, err := l.Settle(ctx, tx, "u", 400, 400, ledger.ShortfallDebt, "refund-post:r3", "")
+		return st.Balance, err
 	})
 	require.NoError(t, err)
 	require.Equal(t, ledger.Balance{UserID: "u", Available: 600}, bal)
@@ -160,7 +161,8 @@ func TestHoldsAndDebt(t *testing.T) {
 	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 50, "refund-hold:r4", "") })
 	require.NoError(t, err)
 	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
-		return l.Settle(ctx, tx, "u", 50, 200, ledger.ShortfallDebt, "refund-post:r4", "")
+		st, err := l.Settle(ctx, tx, "u", 50, 200, ledger.ShortfallDebt, "refund-post:r4", "")
+		return st.Balance, err
 	})
 	require.NoError(t, err)
 	require.Equal(t, ledger.Balance{UserID: "u", Debt: 150}, bal)
@@ -185,7 +187,8 @@ func TestHoldsAndDebt(t *testing.T) {
 	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 50, "refund-hold:r5", "") })
 	require.NoError(t, err)
 	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
-		return l.Settle(ctx, tx, "u", 50, 80, ledger.ShortfallWriteOff, "refund-post:r5", "")
+		st, err := l.Settle(ctx, tx, "u", 50, 80, ledger.ShortfallWriteOff, "refund-post:r5", "")
+		return st.Balance, err
 	})
 	require.NoError(t, err)
 	require.Equal(t, ledger.Balance{UserID: "u"}, bal)
@@ -193,15 +196,42 @@ func TestHoldsAndDebt(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, `SELECT sum(amount) FROM postings WHERE account = 'writeoff'`).Scan(&writeoff))
 	require.Equal(t, int64(-30), writeoff)
 
+	// a settlement smaller than its hold gives the rest back; a larger one
+	// takes from available before anything becomes debt
+	credit := func(ref string, n int64) {
+		_, err := run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Credit(ctx, tx, "u", "sandbox", n, ref, "") })
+		require.NoError(t, err)
+	}
+	credit("recharge:d", 100)
+	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 30, "refund-hold:r6", "") })
+	require.NoError(t, err)
+	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
+		st, err := l.Settle(ctx, tx, "u", 30, 20, ledger.ShortfallDebt, "refund-post:r6", "")
+		require.Equal(t, ledger.Settlement{FromHeld: 20, Released: 10, Balance: st.Balance}, st)
+		return st.Balance, err
+	})
+	require.NoError(t, err)
+	require.Equal(t, ledger.Balance{UserID: "u", Available: 80}, bal)
+	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 10, "refund-hold:r7", "") })
+	require.NoError(t, err)
+	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
+		st, err := l.Settle(ctx, tx, "u", 10, 100, ledger.ShortfallDebt, "refund-post:r7", "")
+		require.Equal(t, ledger.Settlement{FromHeld: 10, FromAvailable: 70, Shortfall: 20, Balance: st.Balance}, st)
+		return st.Balance, err
+	})
+	require.NoError(t, err)
+	require.Equal(t, ledger.Balance{UserID: "u", Debt: 20}, bal)
+	credit("recharge:e", 20)
+
 	entries, err := ledger.Entries(ctx, pool, "u", nil, 3)
 	require.NoError(t, err)
 	require.Len(t, entries, 3)
 	// newest first: the settlement's only user line, then the hold's two
-	require.Equal(t, []string{"refund-post:r5/held/-50", "refund-hold:r5/held/50", "refund-hold:r5/available/-50"},
+	require.Equal(t, []string{"recharge:e/debt/20", "refund-post:r7/debt/-20", "refund-post:r7/available/-70"},
 		[]string{entryString(entries[0]), entryString(entries[1]), entryString(entries[2])})
 	next, err := ledger.Entries(ctx, pool, "u", &ledger.Cursor{JournalID: entries[2].JournalID, Line: entries[2].Line}, 1)
 	require.NoError(t, err)
-	require.Equal(t, "recharge:c/available/50", entryString(next[0]))
+	require.Equal(t, "refund-post:r7/held/-10", entryString(next[0]))
 	requireClean(t, pool)
 }
 

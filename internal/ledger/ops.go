@@ -83,29 +83,56 @@ const (
 	ShortfallWriteOff Shortfall = "writeoff"
 )
 
-// Settle removes a hold for good when its refund succeeds. clawback is what
-// the refund takes back in all; held of it was on hold, and the rest (the
-// shortfall, already spent) becomes debt or is written off.
-func (l *Ledger) Settle(ctx context.Context, tx pgx.Tx, userID string, held, clawback int64, shortfall Shortfall, reference, memo string) (Balance, error) {
-	if held < 0 || clawback <= 0 || held > clawback {
-		return Balance{}, fmt.Errorf("%w: settle %d held of %d", ErrInvalid, held, clawback)
+// Settlement is how a refund's clawback was taken.
+type Settlement struct {
+	FromHeld      int64 // out of the refund's hold
+	Released      int64 // of the hold, given back (the clawback came out smaller)
+	FromAvailable int64 // beyond the hold, out of available
+	Shortfall     int64 // already spent: debt or written off
+	Balance       Balance
+}
+
+// Settle takes a refund's clawback for good when the refund succeeds: first
+// out of its hold (any rest of the hold goes back to available), then out of
+// available, and what is still missing was spent: it becomes debt or is
+// written off. It is one journal, so it applies once or not at all.
+func (l *Ledger) Settle(ctx context.Context, tx pgx.Tx, userID string, held, clawback int64, shortfall Shortfall, reference, memo string) (Settlement, error) {
+	if held < 0 || clawback < 0 || held+clawback == 0 {
+		return Settlement{}, fmt.Errorf("%w: settle %d held, %d to take", ErrInvalid, held, clawback)
 	}
-	ps := []Posting{{Refunded, clawback}}
-	if held > 0 {
-		ps = append(ps, Posting{Held, -held})
+	bal, err := l.Lock(ctx, tx, userID)
+	if err != nil {
+		return Settlement{}, err
 	}
-	if rest := clawback - held; rest > 0 {
-		switch shortfall {
-		case ShortfallDebt:
-			ps = append(ps, Posting{Debt, -rest})
-		case ShortfallWriteOff:
-			ps = append(ps, Posting{WriteOff, -rest})
-		default:
-			return Balance{}, fmt.Errorf("%w: shortfall of %d with no policy", ErrInvalid, rest)
+	var st Settlement
+	st.FromHeld = min(held, clawback)
+	st.Released = held - st.FromHeld
+	extra := clawback - st.FromHeld
+	st.FromAvailable = min(extra, bal.Available+st.Released)
+	st.Shortfall = extra - st.FromAvailable
+	ps := []Posting{}
+	add := func(a Account, amount int64) {
+		if amount != 0 {
+			ps = append(ps, Posting{a, amount})
 		}
 	}
-	if _, err := l.Lock(ctx, tx, userID); err != nil {
-		return Balance{}, err
+	add(Refunded, clawback)
+	add(Held, -held)
+	add(Available, st.Released-st.FromAvailable)
+	if st.Shortfall > 0 {
+		switch shortfall {
+		case ShortfallDebt:
+			add(Debt, -st.Shortfall)
+		case ShortfallWriteOff:
+			add(WriteOff, -st.Shortfall)
+		default:
+			return Settlement{}, fmt.Errorf("%w: shortfall of %d with no policy", ErrInvalid, st.Shortfall)
+		}
 	}
-	return l.Post(ctx, tx, Journal{UserID: userID, Kind: "refund", Reference: reference, Memo: memo, Postings: ps})
+	kind := "refund"
+	if clawback == 0 {
+		kind = "release"
+	}
+	st.Balance, err = l.Post(ctx, tx, Journal{UserID: userID, Kind: kind, Reference: reference, Memo: memo, Postings: ps})
+	return st, err
 }

@@ -207,7 +207,8 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, tradeNo
 	}
 
 	if amountFen != o.AmountFen {
-		// Support decides; the pending worker stops looking at the order.
+		// Not credited: support decides what the payment buys. The order
+		// still expires on time.
 		s.queueFlag(fin, o, FlagAmountMismatch, now)
 		note := fmt.Sprintf("trade %s paid %d fen for an order of %d fen: not credited, left to support", tradeNo, amountFen, o.AmountFen)
 		queueTimeline(fin, s.newID(), o.UserID, o.ID, o.Status, actor, note, now)
@@ -286,8 +287,7 @@ func paymentOutcome(credit, amountMatches bool) string {
 
 func (s *Service) queueFlag(b *pgx.Batch, o *Order, flag string, now time.Time) {
 	o.Flags = appendFlag(o.Flags, flag)
-	b.Queue(`UPDATE orders SET flags = $3, updated_at = $4, check_after = CASE WHEN $5 THEN NULL ELSE check_after END
-		WHERE user_id = $1 AND id = $2`, o.UserID, o.ID, o.Flags, now, flag == FlagAmountMismatch)
+	b.Queue(`UPDATE orders SET flags = $3, updated_at = $4 WHERE user_id = $1 AND id = $2`, o.UserID, o.ID, o.Flags, now)
 }
 
 func appendFlag(flags []string, f string) []string {
@@ -330,7 +330,18 @@ func (s *Service) close(ctx context.Context, o Order, actor, note string) error 
 	}
 	err = ch.ClosePayment(ctx, o.ID.String())
 	if errors.Is(err, channel.ErrAlreadyPaid) {
-		return s.reconcile(ctx, ch, o)
+		if err := s.reconcile(ctx, ch, o); err != nil {
+			return err
+		}
+		// Paid, but with the wrong amount: nothing was credited, and the
+		// order closes like any other; the payment stays with support.
+		return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+			cur, err := Lock(ctx, tx, o.UserID, o.ID)
+			if err != nil || cur.Status != StatusPending || !slices.Contains(cur.Flags, FlagAmountMismatch) {
+				return err
+			}
+			return s.finish(ctx, tx, &cur, StatusClosed, actor, note+"; its payment of the wrong amount is left to support")
+		})
 	}
 	if err != nil {
 		s.log.WarnContext(ctx, "close payment failed", "order", o.ID, "channel", o.Channel, "error", err)

@@ -40,9 +40,12 @@ func liveSums(ctx context.Context, tx pgx.Tx, userID string, orderID uuid.UUID, 
 	return l, nil
 }
 
-// clawback is the diamonds a refund of amount takes back: proportional to
-// the money, rounded up, and never more than the order credited over all its
-// refunds; the refund that completes the order takes exactly what is left.
+// clawback is the diamonds a refund of amount takes back, given what the
+// order's other refunds add up to: proportional to the money, rounded up,
+// never more than the order credited over all its refunds, and the refund
+// that completes the order takes exactly what is left. At acceptance the
+// others are every refund still in play (an estimate, for the hold); at
+// settlement, only those that succeeded (final).
 func clawback(o recharge.Order, l live, amount int64) int64 {
 	left := o.Diamonds - l.diamonds
 	if l.amountFen+amount == o.AmountFen {
@@ -134,7 +137,7 @@ func (s *Service) Create(ctx context.Context, tx pgx.Tx, actor Actor, req Reques
 		r.Priority = 1 // a minor's recharge goes to the top of the queue
 	}
 	note := "refund requested"
-	fast, why := s.fastPath(o, r, bal.Available, now)
+	fast, why := s.fastPath(o, r, l.amountFen+amount, bal.Available, now)
 	if !agent && fast {
 		r.Status, r.AutoApproved = StatusApproved, true
 		system := "system"
@@ -175,14 +178,16 @@ func (s *Service) Create(ctx context.Context, tx pgx.Tx, actor Actor, req Reques
 
 // fastPath decides auto-approval: a flagged (accidental) order, within the
 // window of its payment, diamonds unspent, below the review threshold.
-func (s *Service) fastPath(o recharge.Order, r Refund, available int64, now time.Time) (bool, string) {
+// orderTotal is what the order's refunds in play add up to with this one: the
+// threshold applies to it, so splitting a refund does not avoid review.
+func (s *Service) fastPath(o recharge.Order, r Refund, orderTotal, available int64, now time.Time) (bool, string) {
 	switch {
 	case o.RiskScore <= 0:
 		return false, ""
 	case o.PaidAt == nil || now.Sub(*o.PaidAt) > s.cfg.FastWindow:
 		return false, fmt.Sprintf("requested more than %s after payment", s.cfg.FastWindow)
-	case r.AmountFen >= s.cfg.ReviewThresholdFen:
-		return false, fmt.Sprintf("amount at or above the review threshold of %d fen", s.cfg.ReviewThresholdFen)
+	case orderTotal >= s.cfg.ReviewThresholdFen:
+		return false, fmt.Sprintf("the order's refunds reach the review threshold of %d fen", s.cfg.ReviewThresholdFen)
 	case r.Diamonds > available:
 		return false, "diamonds already spent"
 	}
@@ -264,9 +269,17 @@ func (s *Service) Approve(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.U
 	if r.CreatedBy == actor.ID {
 		return Refund{}, fault.New(fault.Forbidden, "four_eyes_required", "a refund must be approved by someone other than who opened it")
 	}
-	if r.AmountFen >= s.cfg.ReviewThresholdFen && actor.Role != "support_lead" {
-		return Refund{}, fault.New(fault.Forbidden, "lead_approval_required",
-			"refunds of %d fen or more need a support lead's approval", s.cfg.ReviewThresholdFen)
+	if actor.Role != "support_lead" {
+		// The threshold is on the order's refunds together, so splitting a
+		// refund does not avoid the lead.
+		others, err := liveSums(ctx, tx, r.UserID, r.OrderID, r.ID)
+		if err != nil {
+			return Refund{}, err
+		}
+		if others.amountFen+r.AmountFen >= s.cfg.ReviewThresholdFen {
+			return Refund{}, fault.New(fault.Forbidden, "lead_approval_required",
+				"refunds of an order reaching %d fen need a support lead's approval", s.cfg.ReviewThresholdFen)
+		}
 	}
 	now := s.now().UTC()
 	_, err = tx.Exec(ctx, `UPDATE refunds SET status = 'approved', decided_by = $3, next_attempt_at = $4, updated_at = $4
@@ -390,6 +403,8 @@ func (s *Service) reopen(ctx context.Context, tx pgx.Tx, r *Refund, now time.Tim
 		return fault.New(fault.Conflict, "refund_exceeds_order", "the order has %d fen left to refund", max(o.AmountFen-l.amountFen, 0)).
 			With("max_refundable_fen", max(o.AmountFen-l.amountFen, 0))
 	}
+	// The clawback is estimated again against the refunds that count now.
+	r.Diamonds = clawback(o, l, r.AmountFen)
 	bal, err := s.ledger.Lock(ctx, tx, r.UserID)
 	if err != nil {
 		return err
@@ -412,7 +427,7 @@ func (s *Service) reopen(ctx context.Context, tx pgx.Tx, r *Refund, now time.Tim
 	deadline := now.Add(s.cfg.SLA)
 	r.Status, r.SLADeadline = StatusPendingReview, &deadline
 	_, err = tx.Exec(ctx, `UPDATE refunds SET status = 'pending_review', resubmissions = $3, held = $4, sla_deadline = $5,
-		decided_by = NULL, updated_at = $6 WHERE user_id = $1 AND id = $2`, r.UserID, r.ID, r.Resubmissions, held, deadline, now)
+		decided_by = NULL, diamonds = $7, updated_at = $6 WHERE user_id = $1 AND id = $2`, r.UserID, r.ID, r.Resubmissions, held, deadline, now, r.Diamonds)
 	if err != nil {
 		return fmt.Errorf("reopen refund %s: %w", r.ID, err)
 	}

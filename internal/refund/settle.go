@@ -204,6 +204,9 @@ func (s *Service) settle(ctx context.Context, tx pgx.Tx, r *Refund, st channel.R
 		if st.Reason != "" {
 			note += ": " + st.Reason
 		}
+		if r.Kind == KindDuplicatePayment {
+			return s.retryRefused(ctx, tx, r, actor, note, now)
+		}
 		return s.end(ctx, tx, r, StatusFailed, actor, note, nil)
 	}
 	// not_found after a resubmission, or an unknown state: poll again later.
@@ -212,28 +215,77 @@ func (s *Service) settle(ctx context.Context, tx pgx.Tx, r *Refund, st channel.R
 	return err
 }
 
+// retryRefused keeps the automatic refund of a second payment alive when the
+// channel refuses it: that money bought nothing and must go back, and no one
+// can ask for it again, so the refusal is shown to support (failure_reason,
+// timeline) and the refund resubmitted with backoff instead of failing.
+func (s *Service) retryRefused(ctx context.Context, tx pgx.Tx, r *Refund, actor Actor, note string, now time.Time) error {
+	_, err := tx.Exec(ctx, `UPDATE refunds SET status = 'approved', attempts = attempts + 1, failure_reason = $3,
+		next_attempt_at = $4, updated_at = $5 WHERE user_id = $1 AND id = $2`,
+		r.UserID, r.ID, note, now.Add(backoff(r.Attempts+1)), now)
+	if err != nil {
+		return fmt.Errorf("retry refund %s: %w", r.ID, err)
+	}
+	s.log.ErrorContext(ctx, "channel refused the refund of a duplicate payment; retrying", "refund", r.ID, "reason", note)
+	if r.FailureReason != nil && *r.FailureReason == note {
+		return nil // already on the timeline
+	}
+	r.Status, r.FailureReason = StatusApproved, &note
+	return s.timeline(ctx, tx, *r, StatusApproved, actor, note+"; the refund will be submitted again")
+}
+
 func (s *Service) succeed(ctx context.Context, tx pgx.Tx, r *Refund, st channel.RefundStatus, actor Actor, now time.Time) error {
-	if r.Diamonds > 0 {
-		shortfall := ledger.ShortfallDebt
-		if r.Clawback == ClawbackWriteOff {
-			shortfall = ledger.ShortfallWriteOff
+	// The order's lock makes the settlements of one order apply one at a
+	// time, so each sees the ones before it.
+	o, err := recharge.Lock(ctx, tx, r.UserID, r.OrderID)
+	if err != nil {
+		return err
+	}
+	take := r.Diamonds
+	var settled ledger.Settlement
+	if r.Kind != KindDuplicatePayment {
+		// The clawback is decided now, against the refunds that actually
+		// succeeded: the estimate held at acceptance counted siblings that
+		// may since have been cancelled, rejected or failed.
+		var doneAmount, doneDiamonds int64
+		err := tx.QueryRow(ctx, `SELECT coalesce(sum(amount_fen), 0), coalesce(sum(diamonds), 0) FROM refunds
+			WHERE user_id = $1 AND order_id = $2 AND id <> $3 AND status = 'succeeded' AND kind <> 'duplicate_payment'`,
+			r.UserID, r.OrderID, r.ID).Scan(&doneAmount, &doneDiamonds)
+		if err != nil {
+			return fmt.Errorf("sum settled refunds of %s: %w", r.OrderID, err)
 		}
-		if _, err := s.ledger.Settle(ctx, tx, r.UserID, r.Held, r.Diamonds, shortfall, postRef(*r), "refund "+r.ID.String()); err != nil {
-			return fmt.Errorf("settle refund %s: %w", r.ID, err)
+		take = clawback(o, live{amountFen: doneAmount, diamonds: doneDiamonds}, r.AmountFen)
+		if r.Held > 0 || take > 0 {
+			shortfall := ledger.ShortfallDebt
+			if r.Clawback == ClawbackWriteOff {
+				shortfall = ledger.ShortfallWriteOff
+			}
+			settled, err = s.ledger.Settle(ctx, tx, r.UserID, r.Held, take, shortfall, postRef(*r), "refund "+r.ID.String())
+			if err != nil {
+				return fmt.Errorf("settle refund %s: %w", r.ID, err)
+			}
 		}
 	}
-	_, err := tx.Exec(ctx, `UPDATE refunds SET status = 'succeeded', channel_refund_id = coalesce(nullif($3, ''), channel_refund_id),
-		next_attempt_at = NULL, updated_at = $4 WHERE user_id = $1 AND id = $2`, r.UserID, r.ID, st.ChannelRefundID, now)
+	r.Diamonds = take
+	_, err = tx.Exec(ctx, `UPDATE refunds SET status = 'succeeded', diamonds = $5, channel_refund_id = coalesce(nullif($3, ''), channel_refund_id),
+		next_attempt_at = NULL, updated_at = $4 WHERE user_id = $1 AND id = $2`, r.UserID, r.ID, st.ChannelRefundID, now, take)
 	if err != nil {
 		return fmt.Errorf("mark refund %s succeeded: %w", r.ID, err)
 	}
 	r.Status = StatusSucceeded
 	note := fmt.Sprintf("refunded %d fen", r.AmountFen)
-	if r.Diamonds > 0 {
-		note += fmt.Sprintf("; %d diamonds taken back", r.Diamonds)
-		if short := r.Diamonds - r.Held; short > 0 {
-			note += fmt.Sprintf(" (%d already spent: %s)", short, map[string]string{ClawbackAllowDebt: "now owed as debt", ClawbackWriteOff: "written off"}[r.Clawback])
+	if take > 0 {
+		note += fmt.Sprintf("; %d diamonds taken back", take)
+	}
+	if settled.Released > 0 {
+		note += fmt.Sprintf("; %d held diamonds returned", settled.Released)
+	}
+	if settled.Shortfall > 0 {
+		how := "now owed as debt"
+		if r.Clawback == ClawbackWriteOff {
+			how = "written off"
 		}
+		note += fmt.Sprintf(" (%d already spent: %s)", settled.Shortfall, how)
 	}
 	if err := s.timeline(ctx, tx, *r, StatusSucceeded, actor, note); err != nil {
 		return err
