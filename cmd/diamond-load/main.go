@@ -4,7 +4,6 @@
 //	diamond-load run     drive a running diamondd (scenario, users, clients, duration or count)
 //	diamond-load bench   make bench: pgbench vs recharge/mixed on a fresh private PostgreSQL
 //	diamond-load chaos   make chaos: mixed load while diamondd, PostgreSQL and Redis are broken
-//	diamond-load serve-pprof   diamondd serve with net/http/pprof on PPROF_ADDR (for bench's profile)
 //
 // Everything stays on loopback. See docs/performance.md.
 package main
@@ -35,7 +34,6 @@ commands:
   run          drive a running diamondd over HTTP and check the invariants afterwards
   bench        pgbench and the load scenarios side by side on a fresh private PostgreSQL (make bench)
   chaos        mixed load while diamondd is killed, PostgreSQL restarted and Redis stopped (make chaos)
-  serve-pprof  diamondd serve, plus net/http/pprof on PPROF_ADDR (used by bench to profile)
 
 "diamond-load <command> -h" lists a command's flags.
 `
@@ -75,8 +73,6 @@ func run(ctx context.Context, args []string) error {
 		return benchCmd(ctx, args[1:])
 	case "chaos":
 		return chaosCmd(ctx, args[1:])
-	case "serve-pprof":
-		return servePprof(ctx)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return nil
@@ -221,11 +217,7 @@ func benchCmd(ctx context.Context, args []string) error {
 	if o.Diamondd, err = diamonddBin(*bin); err != nil {
 		return err
 	}
-	if *profile {
-		if o.ProfileBin, err = os.Executable(); err != nil {
-			return err
-		}
-	}
+	o.Profile = *profile
 	o.Parts = strings.Split(*parts, ",")
 	o.Log = logLine
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {

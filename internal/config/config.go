@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"strings"
 	"time"
@@ -21,6 +22,9 @@ type Config struct {
 	HTTPAddr    string        `env:"HTTP_ADDR" envDefault:":8080"`
 	LogLevel    string        `env:"LOG_LEVEL" envDefault:"info"`
 	ShutdownTTL time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"20s"`
+	// PprofAddr, when set, serves net/http/pprof on its own loopback
+	// listener (never on the API's port).
+	PprofAddr string `env:"PPROF_ADDR"`
 
 	JWTSecret        string `env:"JWT_SECRET"`
 	JWTPublicKeyFile string `env:"JWT_PUBLIC_KEY_FILE"`
@@ -150,6 +154,12 @@ func (c Config) Validate() error {
 	}
 	if c.IdempotencyTTL < 7*24*time.Hour {
 		errs = append(errs, errors.New("IDEMPOTENCY_TTL must be at least 168h (keys are kept at least 7 days)"))
+	}
+	if c.PprofAddr != "" {
+		host, _, err := net.SplitHostPort(c.PprofAddr)
+		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			errs = append(errs, fmt.Errorf("PPROF_ADDR %q must be a loopback host:port (profiles are not for the network)", c.PprofAddr))
+		}
 	}
 	seen := map[string]bool{}
 	for _, ch := range c.ChannelList() {

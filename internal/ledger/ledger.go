@@ -170,26 +170,30 @@ func (l *Ledger) PostWith(ctx context.Context, tx pgx.Tx, j Journal, extra *pgx.
 	}
 	da, dh, dd := j.deltas()
 
+	// One statement: the journal, its postings and the projection. A
+	// negative balance fails the wallets' CHECK constraints; a missing wallet
+	// (the user's first movement) returns no row.
 	b := &pgx.Batch{}
 	b.Queue(`
 		WITH j AS (
 			INSERT INTO journals (user_id, id, kind, reference, memo) VALUES ($1, $2, $3, $4, $5)
+		), p AS (
+			INSERT INTO postings (user_id, journal_id, line, account, amount)
+			SELECT $1, $2, p.line, p.account, p.amount
+			  FROM unnest($6::text[], $7::bigint[]) WITH ORDINALITY AS p(account, amount, line)
 		)
-		INSERT INTO postings (user_id, journal_id, line, account, amount)
-		SELECT $1, $2, p.line, p.account, p.amount
-		  FROM unnest($6::text[], $7::bigint[]) WITH ORDINALITY AS p(account, amount, line)`,
-		j.UserID, id, j.Kind, j.Reference, j.Memo, accounts, amounts)
-	b.Queue(updateWallet, j.UserID, da, dh, dd)
+		UPDATE wallets
+		   SET available = available + $8, held = held + $9, debt = debt + $10, updated_at = now()
+		 WHERE user_id = $1
+		RETURNING available, held, debt`,
+		j.UserID, id, j.Kind, j.Reference, j.Memo, accounts, amounts, da, dh, dd)
 	if extra != nil {
 		b.QueuedQueries = append(b.QueuedQueries, extra.QueuedQueries...)
 	}
 
 	br := tx.SendBatch(ctx, b)
-	_, err := br.Exec()
 	bal := Balance{UserID: j.UserID}
-	if err == nil {
-		err = br.QueryRow().Scan(&bal.Available, &bal.Held, &bal.Debt)
-	}
+	err := br.QueryRow().Scan(&bal.Available, &bal.Held, &bal.Debt)
 	// Close reads the rest, running the callbacks of the caller's statements.
 	if cerr := br.Close(); err == nil {
 		err = cerr

@@ -251,19 +251,21 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, tradeNo
 	if err != nil {
 		return "", fmt.Errorf("encode risk of %s: %w", o.ID, err)
 	}
-	fin.Queue(`
-		UPDATE orders SET status = 'paid', trade_no = $3, paid_at = $4, updated_at = $4, flags = $5,
-		                  risk = $6, risk_score = $7, check_after = NULL
-		 WHERE user_id = $1 AND id = $2`,
-		o.UserID, o.ID, tradeNo, now, o.Flags, riskJSON, a.Score)
-	o.Status, o.TradeNo, o.PaidAt, o.UpdatedAt, o.Risk, o.RiskScore = StatusPaid, &tradeNo, &now, now, riskJSON, a.Score
 	note := fmt.Sprintf("paid by %s trade %s; %d diamonds credited", o.Channel, tradeNo, o.Diamonds)
 	outcome := "credited"
 	if late {
 		note += " (payment arrived after the order was closed)"
 		outcome = "credited_late"
 	}
-	queueTimeline(fin, s.newID(), o.UserID, o.ID, StatusPaid, actor, note, now)
+	fin.Queue(`
+		WITH paid AS (
+			UPDATE orders SET status = 'paid', trade_no = $3, paid_at = $4, updated_at = $4, flags = $5,
+			                  risk = $6, risk_score = $7, check_after = NULL
+			 WHERE user_id = $1 AND id = $2
+		)
+		INSERT INTO timeline (user_id, object_id, id, status, actor, note, at) VALUES ($1, $2, $8, 'paid', $9, $10, $4)`,
+		o.UserID, o.ID, tradeNo, now, o.Flags, riskJSON, a.Score, s.newID(), actor, note)
+	o.Status, o.TradeNo, o.PaidAt, o.UpdatedAt, o.Risk, o.RiskScore = StatusPaid, &tradeNo, &now, now, riskJSON, a.Score
 	if closing != nil {
 		closing(fin, outcome)
 	}

@@ -285,16 +285,20 @@ func (s *Service) Insert(ctx context.Context, tx pgx.Tx, d Draft) (Order, error)
 	if err != nil {
 		return Order{}, fmt.Errorf("encode pay: %w", err)
 	}
-	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO owners (object_id, user_id) VALUES ($1, $2)`, o.ID, o.UserID)
-	b.Queue(`
-		INSERT INTO orders (user_id, id, channel, package_id, amount_fen, diamonds, status, minor, pay,
-		                    expires_at, check_after, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11)`,
+	// One statement: the owner, the order and its first timeline entry.
+	_, err = tx.Exec(ctx, `
+		WITH owner AS (
+			INSERT INTO owners (object_id, user_id) VALUES ($2, $1)
+		), new_order AS (
+			INSERT INTO orders (user_id, id, channel, package_id, amount_fen, diamonds, status, minor, pay,
+			                    expires_at, check_after, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11)
+		)
+		INSERT INTO timeline (user_id, object_id, id, status, actor, note, at)
+		VALUES ($1, $2, $12, 'pending', 'user:' || $1, 'order created', $11)`,
 		o.UserID, o.ID, o.Channel, o.PackageID, o.AmountFen, o.Diamonds, o.Minor, pay,
-		o.ExpiresAt, o.CreatedAt.Add(s.cfg.QueryAfter), o.CreatedAt)
-	queueTimeline(b, s.newID(), o.UserID, o.ID, StatusPending, "user:"+o.UserID, "order created", o.CreatedAt)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		o.ExpiresAt, o.CreatedAt.Add(s.cfg.QueryAfter), o.CreatedAt, s.newID())
+	if err != nil {
 		return Order{}, fmt.Errorf("insert order %s: %w", o.ID, err)
 	}
 	if d.inDB == nil {

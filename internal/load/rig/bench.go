@@ -38,7 +38,7 @@ var BenchParts = []string{PartPgbench, PartRecharge, PartMixed, PartCreate, Part
 // BenchOptions configure `make bench`.
 type BenchOptions struct {
 	Diamondd   string // diamondd binary
-	ProfileBin string // a binary whose `serve-pprof` serves diamondd with pprof (diamond-load); "" skips profiling
+	Profile    bool   // profile the server under load (diamondd serve with PPROF_ADDR)
 	Clients    int
 	Users      int
 	Duration   time.Duration // pgbench, recharge and mixed; the other parts run half of it
@@ -197,7 +197,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 		rep.ChecksOK = false
 	}
 
-	if has(PartProfile) && o.ProfileBin != "" {
+	if has(PartProfile) && o.Profile {
 		if rep.Profile, err = profile(ctx, st, o); err != nil {
 			o.Log("profile: " + err.Error())
 		}
@@ -295,9 +295,9 @@ type ProfileResult struct {
 	AllocTop string `json:"alloc_top"`
 }
 
-// profile restarts the service as `<ProfileBin> serve-pprof` (the same
-// wiring as `diamondd serve`, plus net/http/pprof on its own loopback
-// port), runs recharges, and takes a CPU profile and an allocation profile.
+// profile restarts the service with PPROF_ADDR (net/http/pprof on its own
+// loopback port), runs recharges, and takes a CPU profile and an allocation
+// profile.
 func profile(ctx context.Context, st *Stack, o BenchOptions) (*ProfileResult, error) {
 	st.Svc.Stop()
 	pport, err := FreePort()
@@ -308,7 +308,7 @@ func profile(ctx context.Context, st *Stack, o BenchOptions) (*ProfileResult, er
 	if err != nil {
 		return nil, err
 	}
-	svc := &Service{Bin: o.ProfileBin, Args: []string{"serve-pprof"}, Port: port, Dir: st.Dir,
+	svc := &Service{Bin: o.Diamondd, Args: []string{"serve"}, Port: port, Dir: st.Dir,
 		Env: append(append([]string{}, st.Env...), fmt.Sprintf("PPROF_ADDR=127.0.0.1:%d", pport))}
 	if err := svc.Start(ctx); err != nil {
 		return nil, err
@@ -330,7 +330,7 @@ func profile(ctx context.Context, st *Stack, o BenchOptions) (*ProfileResult, er
 		return nil, err
 	}
 	defer r.Close()
-	o.Log(fmt.Sprintf("profile: recharge load on serve-pprof, %ds CPU profile", secs))
+	o.Log(fmt.Sprintf("profile: recharge load with pprof, %ds CPU profile", secs))
 	errc := make(chan error, 1)
 	go func() {
 		time.Sleep(3 * time.Second)

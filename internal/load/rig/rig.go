@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -117,7 +116,7 @@ func StartPG(ctx context.Context, o PGOptions) (*PG, error) {
 		return nil, err
 	}
 	g := &PG{dir: dir, bin: bin}
-	if g.cred, err = credential(dir); err != nil {
+	if g.cred, err = pgserver.Credential(dir); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -375,22 +374,4 @@ func tail(s string, n int) string {
 		return "..." + s[len(s)-n:]
 	}
 	return s
-}
-
-// credential returns the postgres OS user's credential when running as root
-// (PostgreSQL refuses to run as root) and hands it the directory.
-func credential(dir string) (*syscall.Credential, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
-	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("running as root needs the postgres OS user (created by the postgresql package): %w", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	if err := os.Chown(dir, uid, gid); err != nil {
-		return nil, fmt.Errorf("chown %s: %w", dir, err)
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }

@@ -72,7 +72,7 @@ func Start(ctx context.Context) (*Server, error) {
 		return nil, fmt.Errorf("temp dir: %w", err)
 	}
 	s := &Server{dir: dir, done: make(chan struct{})}
-	cred, err := credential(dir)
+	cred, err := Credential(dir)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -165,9 +165,10 @@ func (s *Server) Stop() {
 	os.RemoveAll(s.dir)
 }
 
-// credential returns the postgres OS user's credential when running as root
-// (and hands it the directory), or nil to run as ourselves.
-func credential(dir string) (*syscall.Credential, error) {
+// Credential returns the postgres OS user's credential when running as root
+// (PostgreSQL refuses to run as root) and hands it the directory, or nil to
+// run as ourselves.
+func Credential(dir string) (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
