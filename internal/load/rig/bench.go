@@ -37,18 +37,18 @@ var BenchParts = []string{PartPgbench, PartRecharge, PartMixed, PartCreate, Part
 
 // BenchOptions configure `make bench`.
 type BenchOptions struct {
-	Diamondd   string // diamondd binary
-	Profile    bool   // profile the server under load (diamondd serve with PPROF_ADDR)
-	Clients    int
-	Users      int
-	Duration   time.Duration // pgbench, recharge and mixed; the other parts run half of it
-	Warmup     time.Duration
-	Scale      int  // pgbench scale
-	FastPG     bool // durability off
-	Postings   int  // ledger postings of the big wallet (the small one has 1 000)
-	Parts      []string
-	OutDir     string // profiles and the JSON report
-	Log        func(string)
+	Diamondd string // diamondd binary
+	Profile  bool   // profile the server under load (diamondd serve with PPROF_ADDR)
+	Clients  int
+	Users    int
+	Duration time.Duration // pgbench, recharge and mixed; the other parts run half of it
+	Warmup   time.Duration
+	Scale    int  // pgbench scale
+	FastPG   bool // durability off
+	Postings int  // ledger postings of the big wallet (the small one has 1 000)
+	Parts    []string
+	OutDir   string // profiles and the JSON report
+	Log      func(string)
 }
 
 // BenchRun is one load run with what PostgreSQL saw during it.
