@@ -35,8 +35,8 @@ type bank struct {
 	settle   string // "": processing; "succeeded" or "failed" at once
 }
 
-func newBank(t *testing.T) *bank {
-	sb, err := sandbox.New(apptest.SandboxSecret, false, time.Now)
+func newBank(t *testing.T, now func() time.Time) *bank {
+	sb, err := sandbox.New(apptest.SandboxSecret, false, now)
 	require.NoError(t, err)
 	return &bank{Channel: sb, applied: map[string]int64{}, calls: map[string]int{}}
 }
@@ -85,9 +85,10 @@ type fixture struct {
 }
 
 func setup(t *testing.T, edit ...func(*config.Config)) *fixture {
-	b := newBank(t)
+	var h *apptest.Harness
+	b := newBank(t, func() time.Time { return h.Clock.Now() }) // the harness's clock, once it exists
 	edit = append([]func(*config.Config){func(c *config.Config) { c.RateLimitRefundPerMin = 0; c.RateLimitRechargePerMin = 0 }}, edit...)
-	h := apptest.NewWith(t, map[string]channel.Channel{"sandbox": b}, edit...)
+	h = apptest.NewWith(t, map[string]channel.Channel{"sandbox": b}, edit...)
 	return &fixture{Harness: h, bank: b, user: h.Token("u1", auth.RoleUser), agent: h.Token("agent1", auth.RoleSupport),
 		agent2: h.Token("agent2", auth.RoleSupport), lead: h.Token("lead1", auth.RoleSupportLead), service: h.Token("gifts", auth.RoleService)}
 }
@@ -469,5 +470,40 @@ func TestFastRefund(t *testing.T) {
 	f.user = f.Token("u1", auth.RoleUser)
 	late := f.refund(t, f.user, "r4", map[string]any{"order_id": third, "amount_fen": 1000, "reason_code": "accidental_recharge"}).RequireStatus(t, 201).JSON()
 	require.Equal(t, "pending_review", late["status"])
+	f.RequireClean()
+}
+
+// Two refunds of one order confirmed at the same moment: each settles once,
+// the order ends refunded, and together they take exactly what it credited.
+func TestConcurrentSettlements(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	for round := range 5 {
+		f.Clock.Advance(11 * time.Minute) // not a duplicate of the round before: no fast path
+		order := f.paidOrder(t, 1000)
+		var ids []string
+		for i, amount := range []int64{300, 700} {
+			r := f.refund(t, f.user, fmt.Sprintf("cs-%d-%d", round, i), map[string]any{"order_id": order, "amount_fen": amount, "reason_code": "other"}).RequireStatus(t, 201).JSON()
+			ids = append(ids, r["id"].(string))
+			f.Do("POST", "/v1/admin/refunds/"+ids[i]+"/approve", apptest.Req{Token: f.agent, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
+		}
+		var wg sync.WaitGroup
+		for _, id := range ids {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := f.Webhook(map[string]any{"event_id": "cs-" + id, "type": "refund.succeeded", "refund_id": id})
+				require.Equal(t, 200, r.Status, "body: %s", r.Body)
+			}()
+		}
+		wg.Wait()
+		require.Equal(t, "refunded", f.orderStatus(t, order))
+		total := int64(0)
+		for _, id := range ids {
+			total += int64(f.admin(t, id)["diamonds"].(float64))
+		}
+		require.EqualValues(t, 100, total)
+	}
+	require.Equal(t, [3]int64{0, 0, 0}, f.wallet(t))
 	f.RequireClean()
 }
