@@ -9,6 +9,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/diamondd/diamondd/internal/app"
 	"github.com/diamondd/diamondd/internal/auth"
 	"github.com/diamondd/diamondd/internal/platform/postgres"
@@ -17,25 +19,26 @@ import (
 // errFindings: ledger verify found broken invariants (exit 1, report printed).
 var errFindings = errors.New("ledger invariants broken")
 
-func databaseURL() (string, error) {
-	u := os.Getenv("DATABASE_URL")
-	if u == "" {
-		return "", errors.New("DATABASE_URL is required (postgres://user@host:5432/db)")
+// openDatabase opens a small pool on DATABASE_URL for the one-shot commands.
+func openDatabase(ctx context.Context) (*pgxpool.Pool, error) {
+	url := os.Getenv("DATABASE_URL")
+	if url == "" {
+		return nil, errors.New("DATABASE_URL is required (postgres://user@host:5432/db)")
 	}
-	return u, nil
+	pool, err := postgres.Open(ctx, url, 2)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	return pool, nil
 }
 
 func migrate(ctx context.Context, args []string) error {
 	if len(args) != 1 || (args[0] != "up" && args[0] != "status") {
 		return errUsage
 	}
-	url, err := databaseURL()
+	pool, err := openDatabase(ctx)
 	if err != nil {
 		return err
-	}
-	pool, err := postgres.Open(ctx, url, 2)
-	if err != nil {
-		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	defer pool.Close()
 	if args[0] == "status" {
@@ -90,13 +93,9 @@ func token(args []string, out io.Writer) error {
 }
 
 func verify(ctx context.Context, out io.Writer) error {
-	url, err := databaseURL()
+	pool, err := openDatabase(ctx)
 	if err != nil {
 		return err
-	}
-	pool, err := postgres.Open(ctx, url, 2)
-	if err != nil {
-		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	defer pool.Close()
 	findings, err := app.Verify(ctx, pool)
