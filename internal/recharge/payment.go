@@ -24,26 +24,20 @@ import (
 // was recorded before: a redelivery, to acknowledge and ignore. A concurrent
 // delivery of the same event waits here until the first one commits.
 func RecordEvent(ctx context.Context, tx pgx.Tx, chName string, ev channel.Event, objectID string, at time.Time) (bool, error) {
-	payload, err := json.Marshal(ev)
-	if err != nil {
-		return false, fmt.Errorf("encode event: %w", err)
-	}
-	tag, err := tx.Exec(ctx, `
-		INSERT INTO webhook_events (channel, event_key, type, object_id, outcome, payload, received_at)
-		VALUES ($1, $2, $3, $4, 'received', $5, $6)
-		ON CONFLICT (channel, event_key) DO NOTHING`,
-		chName, ev.Key, string(ev.Type), objectID, payload, at)
-	if err != nil {
+	var fresh bool
+	b := &pgx.Batch{}
+	QueueRecordEvent(b, chName, ev, objectID, at, &fresh)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return false, fmt.Errorf("record event %s/%s: %w", chName, ev.Key, err)
 	}
-	return tag.RowsAffected() == 1, nil
+	return fresh, nil
 }
 
 // SetEventOutcome notes what an event did (for support and debugging).
 func SetEventOutcome(ctx context.Context, tx pgx.Tx, chName, key, userID, outcome string) error {
-	_, err := tx.Exec(ctx, `UPDATE webhook_events SET outcome = $3, user_id = $4 WHERE channel = $1 AND event_key = $2`,
-		chName, key, outcome, userID)
-	if err != nil {
+	b := &pgx.Batch{}
+	QueueEventOutcome(b, chName, key, userID, outcome)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("event outcome %s/%s: %w", chName, key, err)
 	}
 	return nil
@@ -187,7 +181,7 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, tradeNo
 	if credit {
 		th := s.cfg.Risk
 		ledger.QueueLock(b, o.UserID, &bal)
-		risk.QueueRecent(b, o.UserID, o.ID.String(), now, max(th.DuplicateWindow, th.BurstWindow), th.MedianSample, &recent)
+		risk.QueueRecent(b, o.UserID, o.ID.String(), now, th.MedianSample, &recent)
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return "", fmt.Errorf("record payment %s of %s: %w", tradeNo, o.ID, err)

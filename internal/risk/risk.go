@@ -90,9 +90,10 @@ type Input struct {
 	// Minor reports that the user was under 18 when the order was created
 	// (from the JWT birthdate, recorded on the order; see IsMinor).
 	Minor bool
-	// Recent holds the user's other paid recharges, newest first: at least
-	// every one within the windows of Order.PaidAt, and the MedianSample
-	// newest paid at or before Order.PaidAt. Entries paid after
+	// Recent holds the user's other paid recharges, newest first: every one
+	// within the windows of Order.PaidAt (or, for a user with very many, the
+	// newest of them: enough to see the burst), and the MedianSample newest
+	// paid at or before Order.PaidAt. Entries paid after
 	// Order.PaidAt (a late webhook crediting an older order) and entries
 	// with Order's own id are ignored, and the order of the slice is not
 	// relied on.

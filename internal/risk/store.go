@@ -1,30 +1,25 @@
 package risk
 
 import (
-	"context"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/diamondd/diamondd/internal/platform/postgres"
 )
 
-// Recent reads what Input.Recent needs for an order paid at paidAt: the
-// user's other paid recharges within window before it, and at least sample
-// of the newest paid at or before it. Both come from one index scan of
-// orders_user_paid.
-func Recent(ctx context.Context, db postgres.DBTX, userID, orderID string, paidAt time.Time, window time.Duration, sample int) ([]Paid, error) {
-	rows, err := db.Query(ctx, recentQuery, userID, paidAt, orderID, sample, window)
-	if err != nil {
-		return nil, fmt.Errorf("read recent recharges of %s: %w", userID, err)
-	}
-	return collectRecent(userID, rows)
-}
+// recentRows bounds how many earlier recharges the rules read. Every rule
+// looks at the newest ones only: a user with more than this many in the
+// windows is a burst already, so reading further would cost a hot user
+// thousands of rows per credit (inside the wallet lock) and change nothing.
+const recentRows = 100
 
-// QueueRecent is Recent as a statement of the caller's batch, read into into.
-func QueueRecent(b *pgx.Batch, userID, orderID string, paidAt time.Time, window time.Duration, sample int, into *[]Paid) {
-	b.Queue(recentQuery, userID, paidAt, orderID, sample, window).Query(func(rows pgx.Rows) error {
+// QueueRecent queues the read of what Input.Recent needs for an order paid
+// at paidAt into the caller's batch: the user's other recharges paid at or
+// before it, newest first, at least sample of them and up to recentRows
+// (which covers the windows of any user who is not already a burst). One
+// index scan of orders_user_paid; the rows land in into.
+func QueueRecent(b *pgx.Batch, userID, orderID string, paidAt time.Time, sample int, into *[]Paid) {
+	b.Queue(recentQuery, userID, paidAt, orderID, max(sample, recentRows)).Query(func(rows pgx.Rows) error {
 		var err error
 		*into, err = collectRecent(userID, rows)
 		return err
@@ -36,8 +31,7 @@ const recentQuery = `
 		  FROM orders
 		 WHERE user_id = $1 AND paid_at IS NOT NULL AND paid_at <= $2 AND id::text <> $3
 		 ORDER BY paid_at DESC
-		 LIMIT greatest($4::int, (SELECT count(*) FROM orders
-		                           WHERE user_id = $1 AND paid_at IS NOT NULL AND paid_at <= $2 AND paid_at >= $2 - $5::interval))`
+		 LIMIT $4`
 
 func collectRecent(userID string, rows pgx.Rows) ([]Paid, error) {
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Paid, error) {
