@@ -194,15 +194,17 @@ func (l *Ledger) PostWith(ctx context.Context, tx pgx.Tx, j Journal, extra *pgx.
 	br := tx.SendBatch(ctx, b)
 	bal := Balance{UserID: j.UserID}
 	err := br.QueryRow().Scan(&bal.Available, &bal.Held, &bal.Debt)
-	// Close reads the rest, running the callbacks of the caller's statements.
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if errors.Is(err, pgx.ErrNoRows) {
+	// Close reads the rest, running the callbacks of the caller's statements;
+	// their errors are theirs, never a sign that the wallet is missing.
+	closeErr := br.Close()
+	switch {
+	case errors.Is(err, pgx.ErrNoRows) && closeErr == nil:
 		// The user's first movement: create the wallet, then apply.
 		if _, err = l.Lock(ctx, tx, j.UserID); err == nil {
 			err = tx.QueryRow(ctx, updateWallet, j.UserID, da, dh, dd).Scan(&bal.Available, &bal.Held, &bal.Debt)
 		}
+	case err == nil || errors.Is(err, pgx.ErrNoRows):
+		err = closeErr
 	}
 	switch {
 	case err == nil:
@@ -210,7 +212,9 @@ func (l *Ledger) PostWith(ctx context.Context, tx pgx.Tx, j Journal, extra *pgx.
 		return bal, nil
 	case postgres.IsUniqueViolation(err, "journals_reference_key"):
 		return Balance{}, fmt.Errorf("post %s: %w", j.Reference, ErrDuplicateReference)
-	case postgres.IsCheckViolation(err, ""):
+	case postgres.IsCheckViolation(err, "wallets_available_nonnegative"),
+		postgres.IsCheckViolation(err, "wallets_held_nonnegative"),
+		postgres.IsCheckViolation(err, "wallets_debt_nonnegative"):
 		return Balance{}, fmt.Errorf("post %s: %w", j.Reference, ErrInsufficient)
 	default:
 		return Balance{}, fmt.Errorf("post %s: %w", j.Reference, err)

@@ -149,7 +149,7 @@ func TestHoldsAndDebt(t *testing.T) {
 	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 400, "refund-hold:r3", "") })
 	require.NoError(t, err)
 	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
-		st, err := l.Settle(ctx, tx, "u", 400, 400, ledger.ShortfallDebt, "refund-post:r3", "")
+		st, err := l.Settle(ctx, tx, "u", 400, 0, 400, ledger.ShortfallDebt, "refund-post:r3", "")
 		return st.Balance, err
 	})
 	require.NoError(t, err)
@@ -161,7 +161,7 @@ func TestHoldsAndDebt(t *testing.T) {
 	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 50, "refund-hold:r4", "") })
 	require.NoError(t, err)
 	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
-		st, err := l.Settle(ctx, tx, "u", 50, 200, ledger.ShortfallDebt, "refund-post:r4", "")
+		st, err := l.Settle(ctx, tx, "u", 50, 0, 200, ledger.ShortfallDebt, "refund-post:r4", "")
 		return st.Balance, err
 	})
 	require.NoError(t, err)
@@ -187,7 +187,7 @@ func TestHoldsAndDebt(t *testing.T) {
 	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 50, "refund-hold:r5", "") })
 	require.NoError(t, err)
 	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
-		st, err := l.Settle(ctx, tx, "u", 50, 80, ledger.ShortfallWriteOff, "refund-post:r5", "")
+		st, err := l.Settle(ctx, tx, "u", 50, 0, 80, ledger.ShortfallWriteOff, "refund-post:r5", "")
 		return st.Balance, err
 	})
 	require.NoError(t, err)
@@ -206,7 +206,7 @@ func TestHoldsAndDebt(t *testing.T) {
 	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 30, "refund-hold:r6", "") })
 	require.NoError(t, err)
 	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
-		st, err := l.Settle(ctx, tx, "u", 30, 20, ledger.ShortfallDebt, "refund-post:r6", "")
+		st, err := l.Settle(ctx, tx, "u", 30, 0, 20, ledger.ShortfallDebt, "refund-post:r6", "")
 		require.Equal(t, ledger.Settlement{FromHeld: 20, Released: 10, Balance: st.Balance}, st)
 		return st.Balance, err
 	})
@@ -215,7 +215,7 @@ func TestHoldsAndDebt(t *testing.T) {
 	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "u", 10, "refund-hold:r7", "") })
 	require.NoError(t, err)
 	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
-		st, err := l.Settle(ctx, tx, "u", 10, 100, ledger.ShortfallDebt, "refund-post:r7", "")
+		st, err := l.Settle(ctx, tx, "u", 10, 0, 100, ledger.ShortfallDebt, "refund-post:r7", "")
 		require.Equal(t, ledger.Settlement{FromHeld: 10, FromAvailable: 70, Shortfall: 20, Balance: st.Balance}, st)
 		return st.Balance, err
 	})

@@ -85,19 +85,22 @@ const (
 
 // Settlement is how a refund's clawback was taken.
 type Settlement struct {
-	FromHeld      int64 // out of the refund's hold
-	Released      int64 // of the hold, given back (the clawback came out smaller)
-	FromAvailable int64 // beyond the hold, out of available
+	FromHeld      int64 // out of the refund's own hold
+	Released      int64 // of that hold, given back (the clawback came out smaller)
+	FromOthers    int64 // beyond it, out of other holds the caller allowed (the order's other refunds)
+	FromAvailable int64 // beyond those, out of available
 	Shortfall     int64 // already spent: debt or written off
 	Balance       Balance
 }
 
 // Settle takes a refund's clawback for good when the refund succeeds: first
-// out of its hold (any rest of the hold goes back to available), then out of
-// available, and what is still missing was spent: it becomes debt or is
+// out of its own hold (any rest goes back to available), then out of up to
+// borrowable diamonds held for other purposes the caller names (the same
+// order's other refunds, whose holds it then lowers by FromOthers), then out
+// of available; what is still missing was spent, and becomes debt or is
 // written off. It is one journal, so it applies once or not at all.
-func (l *Ledger) Settle(ctx context.Context, tx pgx.Tx, userID string, held, clawback int64, shortfall Shortfall, reference, memo string) (Settlement, error) {
-	if held < 0 || clawback < 0 || held+clawback == 0 {
+func (l *Ledger) Settle(ctx context.Context, tx pgx.Tx, userID string, held, borrowable, clawback int64, shortfall Shortfall, reference, memo string) (Settlement, error) {
+	if held < 0 || borrowable < 0 || clawback < 0 || held+clawback == 0 {
 		return Settlement{}, fmt.Errorf("%w: settle %d held, %d to take", ErrInvalid, held, clawback)
 	}
 	bal, err := l.Lock(ctx, tx, userID)
@@ -108,6 +111,8 @@ func (l *Ledger) Settle(ctx context.Context, tx pgx.Tx, userID string, held, cla
 	st.FromHeld = min(held, clawback)
 	st.Released = held - st.FromHeld
 	extra := clawback - st.FromHeld
+	st.FromOthers = min(extra, borrowable, bal.Held-held)
+	extra -= st.FromOthers
 	st.FromAvailable = min(extra, bal.Available+st.Released)
 	st.Shortfall = extra - st.FromAvailable
 	ps := []Posting{}
@@ -117,7 +122,7 @@ func (l *Ledger) Settle(ctx context.Context, tx pgx.Tx, userID string, held, cla
 		}
 	}
 	add(Refunded, clawback)
-	add(Held, -held)
+	add(Held, -held-st.FromOthers)
 	add(Available, st.Released-st.FromAvailable)
 	if st.Shortfall > 0 {
 		switch shortfall {

@@ -84,14 +84,14 @@ func (s *Service) work(ctx context.Context, r Refund) error {
 		// The credit line is ours: restoring it and settling the refund
 		// happen in one transaction.
 		return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
-			cur, err := get(ctx, tx, r.UserID, r.ID, true)
+			cur, o, err := s.lockForSettlement(ctx, tx, r.UserID, r.ID)
 			if err != nil || (cur.Status != StatusApproved && cur.Status != StatusProcessing) {
 				return err
 			}
 			if err := inDB.RefundInTx(ctx, tx, r.UserID, req); err != nil {
 				return err
 			}
-			return s.settle(ctx, tx, &cur, channel.RefundStatus{State: channel.RefundSucceeded, ChannelRefundID: "mp-" + r.ID.String()},
+			return s.settle(ctx, tx, &cur, o, channel.RefundStatus{State: channel.RefundSucceeded, ChannelRefundID: "mp-" + r.ID.String()},
 				Actor{ID: r.Channel, Role: "channel"})
 		})
 	}
@@ -119,12 +119,58 @@ func (s *Service) work(ctx context.Context, r Refund) error {
 		return uerr
 	}
 	return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
-		cur, err := get(ctx, tx, r.UserID, r.ID, true)
+		cur, o, err := s.lockForSettlement(ctx, tx, r.UserID, r.ID)
 		if err != nil || (cur.Status != StatusApproved && cur.Status != StatusProcessing) {
 			return err
 		}
-		return s.settle(ctx, tx, &cur, st, Actor{ID: r.Channel, Role: "channel"})
+		return s.settle(ctx, tx, &cur, o, st, Actor{ID: r.Channel, Role: "channel"})
 	})
+}
+
+// lockForSettlement locks a refund's order, then the refund. Every
+// settlement takes the order first, so one that reaches into a sibling
+// refund's hold never waits on that sibling settling the other way round.
+func (s *Service) lockForSettlement(ctx context.Context, tx pgx.Tx, userID string, id uuid.UUID) (Refund, recharge.Order, error) {
+	var orderID uuid.UUID
+	err := tx.QueryRow(ctx, `SELECT order_id FROM refunds WHERE user_id = $1 AND id = $2`, userID, id).Scan(&orderID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Refund{}, recharge.Order{}, errNotFound
+	}
+	if err != nil {
+		return Refund{}, recharge.Order{}, fmt.Errorf("read refund %s: %w", id, err)
+	}
+	o, err := recharge.Lock(ctx, tx, userID, orderID)
+	if err != nil {
+		return Refund{}, recharge.Order{}, err
+	}
+	r, err := get(ctx, tx, userID, id, true)
+	return r, o, err
+}
+
+type hold struct {
+	id   uuid.UUID
+	held int64
+}
+
+// liveHolds locks the order's other live refunds that hold diamonds, newest
+// first (the order is locked already, so this never waits on a settlement).
+func liveHolds(ctx context.Context, tx pgx.Tx, userID string, orderID, except uuid.UUID) ([]hold, error) {
+	rows, err := tx.Query(ctx, `SELECT id, held FROM refunds
+		WHERE user_id = $1 AND order_id = $2 AND id <> $3 AND kind <> 'duplicate_payment' AND held > 0
+		  AND status IN ('pending_review', 'approved', 'processing')
+		ORDER BY id DESC FOR UPDATE`, userID, orderID, except)
+	if err != nil {
+		return nil, fmt.Errorf("holds of order %s: %w", orderID, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (hold, error) {
+		var h hold
+		err := r.Scan(&h.id, &h.held)
+		return h, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("holds of order %s: %w", orderID, err)
+	}
+	return out, nil
 }
 
 // backoff grows from 5 s to 10 min.
@@ -162,7 +208,7 @@ func (s *Service) applyEvent(ctx context.Context, tx pgx.Tx, chName string, ev c
 	if err != nil {
 		return "", "", err
 	}
-	r, err := get(ctx, tx, owner, id, true)
+	r, o, err := s.lockForSettlement(ctx, tx, owner, id)
 	if err != nil {
 		return "", "", err
 	}
@@ -176,11 +222,12 @@ func (s *Service) applyEvent(ctx context.Context, tx pgx.Tx, chName string, ev c
 	if ev.Type == channel.EventRefundFailed {
 		st = channel.RefundStatus{State: channel.RefundFailed, Reason: ev.Reason}
 	}
-	return string(st.State), owner, s.settle(ctx, tx, &r, st, Actor{ID: chName, Role: "channel"})
+	return string(st.State), owner, s.settle(ctx, tx, &r, o, st, Actor{ID: chName, Role: "channel"})
 }
 
-// settle records what the channel said of a locked, live refund.
-func (s *Service) settle(ctx context.Context, tx pgx.Tx, r *Refund, st channel.RefundStatus, actor Actor) error {
+// settle records what the channel said of a live refund, its order and the
+// refund locked (see lockForSettlement).
+func (s *Service) settle(ctx context.Context, tx pgx.Tx, r *Refund, o recharge.Order, st channel.RefundStatus, actor Actor) error {
 	now := s.now().UTC()
 	switch st.State {
 	case channel.RefundProcessing:
@@ -198,7 +245,7 @@ func (s *Service) settle(ctx context.Context, tx pgx.Tx, r *Refund, st channel.R
 		r.Status = StatusProcessing
 		return s.timeline(ctx, tx, *r, StatusProcessing, actor, "submitted to the channel")
 	case channel.RefundSucceeded:
-		return s.succeed(ctx, tx, r, st, actor, now)
+		return s.succeed(ctx, tx, r, o, st, actor, now)
 	case channel.RefundFailed:
 		note := "the channel refused the refund"
 		if st.Reason != "" {
@@ -234,13 +281,7 @@ func (s *Service) retryRefused(ctx context.Context, tx pgx.Tx, r *Refund, actor 
 	return s.timeline(ctx, tx, *r, StatusApproved, actor, note+"; the refund will be submitted again")
 }
 
-func (s *Service) succeed(ctx context.Context, tx pgx.Tx, r *Refund, st channel.RefundStatus, actor Actor, now time.Time) error {
-	// The order's lock makes the settlements of one order apply one at a
-	// time, so each sees the ones before it.
-	o, err := recharge.Lock(ctx, tx, r.UserID, r.OrderID)
-	if err != nil {
-		return err
-	}
+func (s *Service) succeed(ctx context.Context, tx pgx.Tx, r *Refund, o recharge.Order, st channel.RefundStatus, actor Actor, now time.Time) error {
 	take := r.Diamonds
 	var settled ledger.Settlement
 	if r.Kind != KindDuplicatePayment {
@@ -255,19 +296,42 @@ func (s *Service) succeed(ctx context.Context, tx pgx.Tx, r *Refund, st channel.
 			return fmt.Errorf("sum settled refunds of %s: %w", r.OrderID, err)
 		}
 		take = clawback(o, live{amountFen: doneAmount, diamonds: doneDiamonds}, r.AmountFen)
+		// Beyond its own hold, a refund first takes from the holds of the
+		// order's other live refunds: those diamonds are this order's, held
+		// for its refunds, not spent.
+		siblings, err := liveHolds(ctx, tx, r.UserID, r.OrderID, r.ID)
+		if err != nil {
+			return err
+		}
+		var borrowable int64
+		for _, h := range siblings {
+			borrowable += h.held
+		}
 		if r.Held > 0 || take > 0 {
 			shortfall := ledger.ShortfallDebt
 			if r.Clawback == ClawbackWriteOff {
 				shortfall = ledger.ShortfallWriteOff
 			}
-			settled, err = s.ledger.Settle(ctx, tx, r.UserID, r.Held, take, shortfall, postRef(*r), "refund "+r.ID.String())
+			settled, err = s.ledger.Settle(ctx, tx, r.UserID, r.Held, borrowable, take, shortfall, postRef(*r), "refund "+r.ID.String())
 			if err != nil {
 				return fmt.Errorf("settle refund %s: %w", r.ID, err)
 			}
 		}
+		left := settled.FromOthers
+		for _, h := range siblings {
+			if left == 0 {
+				break
+			}
+			x := min(left, h.held)
+			left -= x
+			if _, err := tx.Exec(ctx, `UPDATE refunds SET held = held - $3, diamonds = greatest(diamonds - $3, 0), updated_at = $4
+				WHERE user_id = $1 AND id = $2`, r.UserID, h.id, x, now); err != nil {
+				return fmt.Errorf("lower the hold of refund %s: %w", h.id, err)
+			}
+		}
 	}
 	r.Diamonds = take
-	_, err = tx.Exec(ctx, `UPDATE refunds SET status = 'succeeded', diamonds = $5, channel_refund_id = coalesce(nullif($3, ''), channel_refund_id),
+	_, err := tx.Exec(ctx, `UPDATE refunds SET status = 'succeeded', diamonds = $5, channel_refund_id = coalesce(nullif($3, ''), channel_refund_id),
 		next_attempt_at = NULL, updated_at = $4 WHERE user_id = $1 AND id = $2`, r.UserID, r.ID, st.ChannelRefundID, now, take)
 	if err != nil {
 		return fmt.Errorf("mark refund %s succeeded: %w", r.ID, err)
@@ -279,6 +343,9 @@ func (s *Service) succeed(ctx context.Context, tx pgx.Tx, r *Refund, st channel.
 	}
 	if settled.Released > 0 {
 		note += fmt.Sprintf("; %d held diamonds returned", settled.Released)
+	}
+	if settled.FromOthers > 0 {
+		note += fmt.Sprintf("; %d of them held by the order's other refunds", settled.FromOthers)
 	}
 	if settled.Shortfall > 0 {
 		how := "now owed as debt"
