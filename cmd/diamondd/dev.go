@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -77,6 +78,9 @@ func dev(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("\nsandbox webhook secret: %s\n\n", os.Getenv("SANDBOX_WEBHOOK_SECRET"))
 	return serve(ctx, cfg, newLogger(cfg.LogLevel), func(addr string) {
+		if _, port, err := net.SplitHostPort(addr); err == nil {
+			addr = "localhost:" + port
+		}
 		fmt.Printf("diamondd dev is serving on http://%s (Ctrl-C stops it)\n", addr)
 	})
 }
