@@ -219,6 +219,14 @@ func (r *Registry) Get(name string) (Channel, error) {
 // Names lists the channels in configuration order.
 func (r *Registry) Names() []string { return append([]string(nil), r.names...) }
 
+// Offline is implemented by channels whose CreatePayment makes no outside
+// call (the sandbox; Alipay signs its order string locally): preparing a
+// payment again for a retried request costs nothing and leaves nothing
+// behind at the channel.
+type Offline interface {
+	PreparesOffline()
+}
+
 // InDatabase is implemented by a channel that settles in diamondd's own
 // database (the monthly credit line). Its payments and refunds happen
 // synchronously inside the caller's transaction, so the order, the credit

@@ -52,6 +52,22 @@ func payer(ctx context.Context) recharge.Payer {
 	return recharge.Payer{UserID: p.Subject, Birthdate: p.Birthdate}
 }
 
+var errKeyRequired = fault.New(fault.Invalid, "idempotency_key_required", "this request needs an Idempotency-Key header")
+
+// rateLimitUnlessReplay applies the caller's limit for an action, except to
+// a retry of a request whose outcome is stored: only a refused request pays
+// for the look-up.
+func (s *Server) rateLimitUnlessReplay(ctx context.Context, action string, perMinute int, route, key string, body any) (*stored, error) {
+	limited := s.rateLimit(ctx, action, perMinute)
+	if limited == nil {
+		return nil, nil
+	}
+	if replay, err := s.lookup(ctx, route, key, body); err != nil || replay != nil {
+		return replay, err
+	}
+	return nil, limited
+}
+
 // rateLimit refuses a request over the caller's limit for an action.
 func (s *Server) rateLimit(ctx context.Context, action string, perMinute int) error {
 	if perMinute <= 0 || s.Limiter == nil {
@@ -70,13 +86,19 @@ func (r stored) VisitCreateRechargeResponse(w http.ResponseWriter) error { retur
 func (s *Server) CreateRecharge(ctx context.Context, r oapi.CreateRechargeRequestObject) (oapi.CreateRechargeResponseObject, error) {
 	body := *r.Body
 	key := deref(r.Params.IdempotencyKey)
-	// A retry is answered from the stored record: before the rate limit
-	// (a retry is not a new request) and before the channel is asked again.
-	if replay, err := s.lookup(ctx, "/v1/recharges", key, body); err != nil || replay != nil {
-		return deref(replay), err
+	if key == "" {
+		return nil, errKeyRequired
 	}
-	if err := s.rateLimit(ctx, "recharge", s.Limits.RechargePerMin); err != nil {
-		return nil, err
+	// A retry is answered from its stored record before a channel that
+	// prepares remotely is asked again (for the others the transaction's own
+	// look-up answers it), and is never refused by the rate limit.
+	if s.Recharges.PreparesRemotely(body.Channel) {
+		if replay, err := s.lookup(ctx, "/v1/recharges", key, body); err != nil || replay != nil {
+			return deref(replay), err
+		}
+	}
+	if replay, err := s.rateLimitUnlessReplay(ctx, "recharge", s.Limits.RechargePerMin, "/v1/recharges", key, body); err != nil || replay != nil {
+		return deref(replay), err
 	}
 	var draft recharge.Draft
 	var err error

@@ -36,12 +36,12 @@ func (r stored) VisitCreateAdminRefundResponse(w http.ResponseWriter) error { re
 
 func (s *Server) CreateRefund(ctx context.Context, r oapi.CreateRefundRequestObject) (oapi.CreateRefundResponseObject, error) {
 	body := *r.Body
-	// A retry is answered from the stored record, not rate limited.
-	if replay, err := s.lookup(ctx, "/v1/refunds", deref(r.Params.IdempotencyKey), body); err != nil || replay != nil {
-		return deref(replay), err
+	if r.Params.IdempotencyKey == nil || *r.Params.IdempotencyKey == "" {
+		return nil, errKeyRequired
 	}
-	if err := s.rateLimit(ctx, "refund", s.Limits.RefundPerMin); err != nil {
-		return nil, err
+	// A retry whose outcome is stored is never refused by the rate limit.
+	if replay, err := s.rateLimitUnlessReplay(ctx, "refund", s.Limits.RefundPerMin, "/v1/refunds", *r.Params.IdempotencyKey, body); err != nil || replay != nil {
+		return deref(replay), err
 	}
 	req := refund.Request{OrderID: body.OrderId, AmountFen: body.AmountFen, ReasonCode: string(body.ReasonCode),
 		Description: deref(body.Description), Evidence: toEvidence(body.Evidence)}

@@ -141,6 +141,18 @@ func (s *Service) Packages() []Package { return s.cfg.Pricing.Packages }
 // Channels lists the configured channel names.
 func (s *Service) Channels() []string { return s.channels.Names() }
 
+// PreparesRemotely reports whether preparing a payment on the channel calls
+// the channel (so a retried request should be answered before it does).
+func (s *Service) PreparesRemotely(name string) bool {
+	ch, err := s.channels.Get(name)
+	if err != nil {
+		return false
+	}
+	_, offline := ch.(channel.Offline)
+	_, inDB := ch.(channel.InDatabase)
+	return !offline && !inDB
+}
+
 // Payer is who recharges.
 type Payer struct {
 	UserID    string

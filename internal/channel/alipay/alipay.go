@@ -145,6 +145,10 @@ func checkURL(s string) error {
 // Name returns "alipay".
 func (c *Channel) Name() string { return Name }
 
+// PreparesOffline: the app-pay order string is signed locally; Alipay hears
+// of the trade only when the app submits it.
+func (c *Channel) PreparesOffline() {}
+
 // appPayBiz is the biz_content of alipay.trade.app.pay.
 type appPayBiz struct {
 	OutTradeNo  string `json:"out_trade_no"`

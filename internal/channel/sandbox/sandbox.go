@@ -45,6 +45,9 @@ func New(secret string, autoSettle bool, now func() time.Time) (*Channel, error)
 
 func (c *Channel) Name() string { return Name }
 
+// PreparesOffline: the sandbox's payment instructions are computed here.
+func (c *Channel) PreparesOffline() {}
+
 // Sign is the signature of a webhook body at a timestamp: lowercase hex
 // HMAC-SHA256(secret, timestamp + "." + body).
 func Sign(secret string, ts int64, body []byte) string {
