@@ -184,6 +184,12 @@ func (c *Channel) refundEvent(eventType string, plain []byte) (*channel.Event, e
 	if r.OutRefundNo == "" {
 		return nil, errors.New("no out_refund_no")
 	}
+	// A refund notification always names the order (out_trade_no is
+	// required in WeChat Pay's refund resource): one that does not is not
+	// one we can trust to be what it says.
+	if r.OutTradeNo == "" {
+		return nil, errors.New("no out_trade_no")
+	}
 	// The envelope's event type and the resource's status must agree; a
 	// mismatch is not something to guess about.
 	if want := eventType[len("REFUND."):]; r.RefundStatus != "" && r.RefundStatus != want {
