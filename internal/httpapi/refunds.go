@@ -88,6 +88,33 @@ func (s *Server) submit(ctx context.Context, r refund.Refund) {
 	}
 }
 
+func (r stored) VisitReturnPaymentResponse(w http.ResponseWriter) error { return r.write(w) }
+
+func (s *Server) ReturnPayment(ctx context.Context, r oapi.ReturnPaymentRequestObject) (oapi.ReturnPaymentResponseObject, error) {
+	var created refund.Refund
+	body := struct {
+		Order   string `json:"order"`
+		TradeNo string `json:"trade_no"`
+		Note    string `json:"note"`
+	}{r.Id.String(), r.TradeNo, r.Body.Note}
+	out, err := s.idempotent(ctx, "/v1/admin/recharges/:id/payments/:trade_no/return", deref(r.Params.IdempotencyKey), body,
+		http.StatusCreated, func(ctx context.Context, tx pgx.Tx) (any, error) {
+			var err error
+			if created, err = s.Refunds.ReturnPayment(ctx, tx, actor(ctx), r.Id, r.TradeNo, r.Body.Note); err != nil {
+				return nil, err
+			}
+			tl, err := recharge.Timeline(ctx, tx, created.UserID, created.ID)
+			if err != nil {
+				return nil, err
+			}
+			return s.toRefund(created, tl, nil, true), nil
+		})
+	if err == nil && !out.replayed && created.Status == refund.StatusApproved {
+		s.submit(ctx, created)
+	}
+	return out, err
+}
+
 func (s *Server) ListRefunds(ctx context.Context, r oapi.ListRefundsRequestObject) (oapi.ListRefundsResponseObject, error) {
 	l, err := s.listRefunds(ctx, principal(ctx).Subject, r.Params.Limit, r.Params.Cursor)
 	return oapi.ListRefunds200JSONResponse(l), err

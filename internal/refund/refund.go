@@ -44,6 +44,7 @@ const (
 	KindUser             = "user"
 	KindAgent            = "agent"
 	KindDuplicatePayment = "duplicate_payment"
+	KindPaymentReturn    = "payment_return" // a payment of the wrong amount, returned by support
 )
 
 // Clawback policies.
@@ -106,6 +107,12 @@ type Actor struct {
 }
 
 func (a Actor) label() string { return a.Role + ":" + a.ID }
+
+// returnsPayment reports a refund that gives back a payment which bought
+// nothing (a second payment, one of the wrong amount): it claws nothing
+// back, does not count against the order's own money, and is never left
+// failed.
+func (r Refund) returnsPayment() bool { return r.Clawback == ClawbackNone }
 
 // Service runs refunds.
 type Service struct {

@@ -507,3 +507,47 @@ func TestConcurrentSettlements(t *testing.T) {
 	require.Equal(t, [3]int64{0, 0, 0}, f.wallet(t))
 	f.RequireClean()
 }
+
+// A payment of the wrong amount bought nothing: support returns it in full,
+// through the channel, once.
+func TestReturnPaymentOfWrongAmount(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	order := f.Recharge(f.user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "o")["id"].(string)
+	f.Pay(order, 599, "T-wrong", "e-wrong")
+	path := "/v1/admin/recharges/" + order + "/payments/T-wrong/return"
+	body := map[string]any{"note": "the payer sent 5.99 for a 6.00 order"}
+
+	f.Do("POST", path, apptest.Req{Token: f.user, Key: "r1", Body: body}).RequireStatus(t, 403)
+	require.Equal(t, "idempotency_key_required", f.Do("POST", path, apptest.Req{Token: f.agent, Body: body}).RequireStatus(t, 400).Code())
+	r := f.Do("POST", path, apptest.Req{Token: f.agent, Key: "r1", Body: body}).RequireStatus(t, 201).JSON()
+	require.Equal(t, "payment_return", r["kind"])
+	require.EqualValues(t, 599, r["amount_fen"])
+	require.EqualValues(t, 0, r["diamonds"])
+	id := r["id"].(string)
+	require.Equal(t, 1, f.bank.calls[id], "sent to the channel at once")
+	replay := f.Do("POST", path, apptest.Req{Token: f.agent, Key: "r1", Body: body}).RequireStatus(t, 201)
+	require.Equal(t, "true", replay.Header.Get("Idempotent-Replayed"))
+	require.Equal(t, "invalid_state", f.Do("POST", path, apptest.Req{Token: f.agent, Key: "r2", Body: body}).RequireStatus(t, 409).Code())
+
+	// only a payment of the wrong amount, only one that exists
+	f.Pay(order, 600, "T-right", "e-right")
+	require.Equal(t, "invalid_state", f.Do("POST", "/v1/admin/recharges/"+order+"/payments/T-right/return",
+		apptest.Req{Token: f.agent, Key: "r3", Body: body}).RequireStatus(t, 409).Code())
+	f.Do("POST", "/v1/admin/recharges/"+order+"/payments/T-none/return", apptest.Req{Token: f.agent, Key: "r4", Body: body}).RequireStatus(t, 404)
+
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "ret", "type": "refund.succeeded", "refund_id": id}).Status)
+	require.Equal(t, "succeeded", f.admin(t, id)["status"])
+	require.EqualValues(t, 599, f.bank.applied[id])
+	require.Equal(t, [3]int64{60, 0, 0}, f.wallet(t), "the right payment credited; the returned one never was")
+	v := f.Do("GET", "/v1/admin/recharges/"+order, apptest.Req{Token: f.agent}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "paid", v["status"])
+	for _, p := range v["payments"].([]any) {
+		if p.(map[string]any)["trade_no"] == "T-wrong" {
+			require.Equal(t, id, p.(map[string]any)["refund_id"])
+		}
+	}
+	audit := f.Do("GET", "/v1/admin/audit", apptest.Req{Token: f.agent}).RequireStatus(t, 200).JSON()["items"].([]any)
+	require.Equal(t, "payment.return", audit[0].(map[string]any)["action"])
+	f.RequireClean()
+}

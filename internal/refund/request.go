@@ -2,6 +2,7 @@ package refund
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -32,7 +33,7 @@ func liveSums(ctx context.Context, tx pgx.Tx, userID string, orderID uuid.UUID, 
 	var l live
 	err := tx.QueryRow(ctx, `
 		SELECT coalesce(sum(amount_fen), 0), coalesce(sum(diamonds), 0) FROM refunds
-		 WHERE user_id = $1 AND order_id = $2 AND id <> $3 AND kind <> 'duplicate_payment'
+		 WHERE user_id = $1 AND order_id = $2 AND id <> $3 AND clawback <> 'none'
 		   AND status NOT IN ('failed', 'rejected', 'cancelled')`, userID, orderID, except).Scan(&l.amountFen, &l.diamonds)
 	if err != nil {
 		return l, fmt.Errorf("sum refunds of %s: %w", orderID, err)
@@ -254,6 +255,64 @@ func (s *Service) RefundDuplicatePayment(ctx context.Context, tx pgx.Tx, o recha
 	}
 	return r.ID, s.timeline(ctx, tx, r, StatusApproved, Actor{ID: "duplicate-payment", Role: "system"},
 		fmt.Sprintf("second payment %s of order %s refunded automatically", tradeNo, o.ID))
+}
+
+// ReturnPayment gives back in full a payment of the wrong amount, which was
+// never credited and so bought nothing: support's decision on an order
+// flagged amount_mismatch. It goes the way of a second payment's automatic
+// refund (nothing clawed back, submitted and retried by the refund worker)
+// and is audited.
+func (s *Service) ReturnPayment(ctx context.Context, tx pgx.Tx, actor Actor, orderID uuid.UUID, tradeNo, note string) (Refund, error) {
+	owner, err := recharge.Owner(ctx, tx, orderID)
+	if recharge.IsNotFound(err) {
+		return Refund{}, fault.New(fault.NotFound, "not_found", "no such recharge order")
+	}
+	if err != nil {
+		return Refund{}, err
+	}
+	o, err := recharge.Lock(ctx, tx, owner, orderID)
+	if err != nil {
+		return Refund{}, err
+	}
+	var amount int64
+	var outcome string
+	var returned *uuid.UUID
+	err = tx.QueryRow(ctx, `SELECT amount_fen, outcome, refund_id FROM payments
+		WHERE user_id = $1 AND channel = $2 AND trade_no = $3 AND order_id = $4 FOR UPDATE`,
+		owner, o.Channel, tradeNo, o.ID).Scan(&amount, &outcome, &returned)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Refund{}, fault.New(fault.NotFound, "not_found", "order %s has no payment %q", o.ID, tradeNo)
+	}
+	if err != nil {
+		return Refund{}, fmt.Errorf("read payment %s: %w", tradeNo, err)
+	}
+	switch {
+	case returned != nil:
+		return Refund{}, invalidState("payment %s is already being returned by refund %s", tradeNo, *returned)
+	case outcome != "amount_mismatch":
+		return Refund{}, invalidState("only a payment of the wrong amount is returned this way; payment %s was %s", tradeNo, outcome)
+	}
+	now := s.now().UTC()
+	r := Refund{
+		ID: s.newID(), UserID: owner, OrderID: o.ID, Channel: o.Channel, TradeNo: tradeNo,
+		Kind: KindPaymentReturn, Status: StatusApproved, AmountFen: amount, Clawback: ClawbackNone,
+		ReasonCode: "other", Description: "return of a payment of the wrong amount: " + note,
+		Evidence: []Evidence{}, CreatedBy: actor.ID, CreatedByRole: actor.Role, DecidedBy: &actor.ID,
+		CreatedAt: now, UpdatedAt: now,
+	}
+	if err := s.insert(ctx, tx, r); err != nil {
+		return Refund{}, err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE payments SET refund_id = $4 WHERE user_id = $1 AND channel = $2 AND trade_no = $3`,
+		owner, o.Channel, tradeNo, r.ID); err != nil {
+		return Refund{}, fmt.Errorf("mark payment %s returned: %w", tradeNo, err)
+	}
+	if err := s.timeline(ctx, tx, r, StatusApproved, actor,
+		fmt.Sprintf("payment %s of %d fen (order of %d fen) returned in full: %s", tradeNo, amount, o.AmountFen, note)); err != nil {
+		return Refund{}, err
+	}
+	return r, s.audit(ctx, tx, actor, "payment.return", "refund", r.ID.String(), owner, "", StatusApproved,
+		fmt.Sprintf("order %s payment %s: %s", o.ID, tradeNo, note))
 }
 
 // Approve approves a refund in review. Nobody approves a refund they opened,

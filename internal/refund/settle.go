@@ -76,7 +76,7 @@ func (s *Service) work(ctx context.Context, r Refund) error {
 	}
 	req := channel.RefundRequest{OrderID: r.OrderID.String(), TradeNo: r.TradeNo, RefundID: r.ID.String(),
 		AmountFen: r.AmountFen, TotalFen: o.AmountFen, Reason: r.ReasonCode}
-	if r.Kind == KindDuplicatePayment {
+	if r.returnsPayment() {
 		req.TotalFen = r.AmountFen // the duplicate payment is refunded whole
 	}
 
@@ -156,7 +156,7 @@ type hold struct {
 // first (the order is locked already, so this never waits on a settlement).
 func liveHolds(ctx context.Context, tx pgx.Tx, userID string, orderID, except uuid.UUID) ([]hold, error) {
 	rows, err := tx.Query(ctx, `SELECT id, held FROM refunds
-		WHERE user_id = $1 AND order_id = $2 AND id <> $3 AND kind <> 'duplicate_payment' AND held > 0
+		WHERE user_id = $1 AND order_id = $2 AND id <> $3 AND clawback <> 'none' AND held > 0
 		  AND status IN ('pending_review', 'approved', 'processing')
 		ORDER BY id DESC FOR UPDATE`, userID, orderID, except)
 	if err != nil {
@@ -251,7 +251,7 @@ func (s *Service) settle(ctx context.Context, tx pgx.Tx, r *Refund, o recharge.O
 		if st.Reason != "" {
 			note += ": " + st.Reason
 		}
-		if r.Kind == KindDuplicatePayment {
+		if r.returnsPayment() {
 			return s.retryRefused(ctx, tx, r, actor, note, now)
 		}
 		return s.end(ctx, tx, r, StatusFailed, actor, note, nil)
@@ -284,13 +284,13 @@ func (s *Service) retryRefused(ctx context.Context, tx pgx.Tx, r *Refund, actor 
 func (s *Service) succeed(ctx context.Context, tx pgx.Tx, r *Refund, o recharge.Order, st channel.RefundStatus, actor Actor, now time.Time) error {
 	take := r.Diamonds
 	var settled ledger.Settlement
-	if r.Kind != KindDuplicatePayment {
+	if !r.returnsPayment() {
 		// The clawback is decided now, against the refunds that actually
 		// succeeded: the estimate held at acceptance counted siblings that
 		// may since have been cancelled, rejected or failed.
 		var doneAmount, doneDiamonds int64
 		err := tx.QueryRow(ctx, `SELECT coalesce(sum(amount_fen), 0), coalesce(sum(diamonds), 0) FROM refunds
-			WHERE user_id = $1 AND order_id = $2 AND id <> $3 AND status = 'succeeded' AND kind <> 'duplicate_payment'`,
+			WHERE user_id = $1 AND order_id = $2 AND id <> $3 AND status = 'succeeded' AND clawback <> 'none'`,
 			r.UserID, r.OrderID, r.ID).Scan(&doneAmount, &doneDiamonds)
 		if err != nil {
 			return fmt.Errorf("sum settled refunds of %s: %w", r.OrderID, err)
@@ -357,14 +357,14 @@ func (s *Service) succeed(ctx context.Context, tx pgx.Tx, r *Refund, o recharge.
 	if err := s.timeline(ctx, tx, *r, StatusSucceeded, actor, note); err != nil {
 		return err
 	}
-	if r.Kind == KindDuplicatePayment {
+	if r.returnsPayment() {
 		return nil
 	}
 	// The order follows its refunds.
 	var refunded, amount int64
 	err = tx.QueryRow(ctx, `
 		SELECT coalesce(sum(r.amount_fen), 0), o.amount_fen FROM orders o
-		  LEFT JOIN refunds r ON r.user_id = o.user_id AND r.order_id = o.id AND r.status = 'succeeded' AND r.kind <> 'duplicate_payment'
+		  LEFT JOIN refunds r ON r.user_id = o.user_id AND r.order_id = o.id AND r.status = 'succeeded' AND r.clawback <> 'none'
 		 WHERE o.user_id = $1 AND o.id = $2 GROUP BY o.amount_fen`, r.UserID, r.OrderID).Scan(&refunded, &amount)
 	if err != nil {
 		return fmt.Errorf("sum refunds of order %s: %w", r.OrderID, err)

@@ -31,7 +31,7 @@ func Verify(ctx context.Context, db postgres.DBTX) ([]ledger.Finding, error) {
 			SELECT format('order %s: live refunds of %s fen and %s diamonds exceed %s fen and %s diamonds', o.id,
 			              sum(r.amount_fen), sum(r.diamonds), o.amount_fen, o.diamonds)
 			  FROM orders o JOIN refunds r ON r.user_id = o.user_id AND r.order_id = o.id
-			 WHERE r.kind <> 'duplicate_payment' AND r.status NOT IN ('failed', 'rejected', 'cancelled')
+			 WHERE r.clawback <> 'none' AND r.status NOT IN ('failed', 'rejected', 'cancelled')
 			 GROUP BY o.user_id, o.id, o.amount_fen, o.diamonds
 			HAVING sum(r.amount_fen) > o.amount_fen OR sum(r.diamonds) > o.diamonds`},
 	})

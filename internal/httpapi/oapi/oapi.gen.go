@@ -264,6 +264,7 @@ func (e RefundClawback) Valid() bool {
 const (
 	Agent            RefundKind = "agent"
 	DuplicatePayment RefundKind = "duplicate_payment"
+	PaymentReturn    RefundKind = "payment_return"
 	User             RefundKind = "user"
 )
 
@@ -273,6 +274,8 @@ func (e RefundKind) Valid() bool {
 	case Agent:
 		return true
 	case DuplicatePayment:
+		return true
+	case PaymentReturn:
 		return true
 	case User:
 		return true
@@ -617,7 +620,9 @@ type Refund struct {
 	// Held Of those diamonds, how many were put on hold when the refund was accepted; the rest were already spent (debt or written off, by the clawback policy).
 	Held *int64             `json:"held,omitempty"`
 	Id   openapi_types.UUID `json:"id"`
-	Kind RefundKind         `json:"kind"`
+
+	// Kind duplicate_payment and payment_return give back a payment that bought nothing (nothing is clawed back).
+	Kind RefundKind `json:"kind"`
 
 	// OrderFlags Support views only.
 	OrderFlags    *[]string          `json:"order_flags,omitempty"`
@@ -636,7 +641,7 @@ type Refund struct {
 // RefundClawback defines model for Refund.Clawback.
 type RefundClawback string
 
-// RefundKind defines model for Refund.Kind.
+// RefundKind duplicate_payment and payment_return give back a payment that bought nothing (nothing is clawed back).
 type RefundKind string
 
 // RefundList defines model for RefundList.
@@ -743,6 +748,12 @@ type ListAuditParams struct {
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// ReturnPaymentParams defines parameters for ReturnPayment.
+type ReturnPaymentParams struct {
+	// IdempotencyKey Required on every POST that moves money or creates an object (400 idempotency_key_required without it); 1–255 printable ASCII.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListAdminRefundsParams defines parameters for ListAdminRefunds.
 type ListAdminRefundsParams struct {
 	Status *RefundStatus `form:"status,omitempty" json:"status,omitempty"`
@@ -825,6 +836,9 @@ type ListWalletEntriesParams struct {
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// ReturnPaymentJSONRequestBody defines body for ReturnPayment for application/json ContentType.
+type ReturnPaymentJSONRequestBody = ApproveRequest
+
 // CreateAdminRefundJSONRequestBody defines body for CreateAdminRefund for application/json ContentType.
 type CreateAdminRefundJSONRequestBody = AdminRefundRequest
 
@@ -866,6 +880,9 @@ type ServerInterface interface {
 	// GetAdminRecharge Any order, with its timeline, channel trades and risk flags.
 	// (GET /v1/admin/recharges/{id})
 	GetAdminRecharge(ctx echo.Context, id ID) error
+	// ReturnPayment Return in full a payment of the wrong amount (it was not credited, so it bought nothing).
+	// (POST /v1/admin/recharges/{id}/payments/{trade_no}/return)
+	ReturnPayment(ctx echo.Context, id ID, tradeNo string, params ReturnPaymentParams) error
 	// ListAdminRefunds Refunds; with status=pending_review, the review queue (minors first, then the oldest deadline).
 	// (GET /v1/admin/refunds)
 	ListAdminRefunds(ctx echo.Context, params ListAdminRefundsParams) error
@@ -1016,6 +1033,50 @@ func (w *ServerInterfaceWrapper) GetAdminRecharge(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetAdminRecharge(ctx, id)
+	return err
+}
+
+// ReturnPayment converts echo context to params.
+func (w *ServerInterfaceWrapper) ReturnPayment(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// ------------- Path parameter "trade_no" -------------
+	var tradeNo string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "trade_no", ctx.Param("trade_no"), &tradeNo, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter trade_no: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ReturnPaymentParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey IdempotencyKey
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ReturnPayment(ctx, id, tradeNo, params)
 	return err
 }
 
@@ -1657,6 +1718,7 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/v1/admin/users/:user_id/refunds", wrapper.ListUserRefunds, options.OperationMiddlewares["listUserRefunds"]...)
 	router.PUT(options.BaseURL+"/v1/admin/users/:user_id/credit-line", wrapper.SetCreditLine, options.OperationMiddlewares["setCreditLine"]...)
 	router.GET(options.BaseURL+"/v1/admin/recharges/:id", wrapper.GetAdminRecharge, options.OperationMiddlewares["getAdminRecharge"]...)
+	router.POST(options.BaseURL+"/v1/admin/recharges/:id/payments/:trade_no/return", wrapper.ReturnPayment, options.OperationMiddlewares["returnPayment"]...)
 	router.GET(options.BaseURL+"/v1/admin/risk/flags", wrapper.ListRiskFlags, options.OperationMiddlewares["listRiskFlags"]...)
 	router.GET(options.BaseURL+"/v1/admin/audit", wrapper.ListAudit, options.OperationMiddlewares["listAudit"]...)
 	router.POST(options.BaseURL+"/v1/webhooks/:channel", wrapper.ReceiveWebhook, options.OperationMiddlewares["receiveWebhook"]...)
@@ -1806,6 +1868,58 @@ type GetAdminRechargedefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response GetAdminRechargedefaultApplicationProblemPlusJSONResponse) VisitGetAdminRechargeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReturnPaymentRequestObject struct {
+	Id      ID     `json:"id"`
+	TradeNo string `json:"trade_no"`
+	Params  ReturnPaymentParams
+	Body    *ReturnPaymentJSONRequestBody
+}
+
+type ReturnPaymentResponseObject interface {
+	VisitReturnPaymentResponse(w http.ResponseWriter) error
+}
+
+type ReturnPayment201ResponseHeaders struct {
+	IdempotentReplayed *string
+}
+
+type ReturnPayment201JSONResponse struct {
+	Body    Refund
+	Headers ReturnPayment201ResponseHeaders
+}
+
+func (response ReturnPayment201JSONResponse) VisitReturnPaymentResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.IdempotentReplayed != nil {
+		w.Header().Set("Idempotent-Replayed", fmt.Sprint(*response.Headers.IdempotentReplayed))
+	}
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ReturnPaymentdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ReturnPaymentdefaultApplicationProblemPlusJSONResponse) VisitReturnPaymentResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -2923,6 +3037,9 @@ type StrictServerInterface interface {
 	// GetAdminRecharge Any order, with its timeline, channel trades and risk flags.
 	// (GET /v1/admin/recharges/{id})
 	GetAdminRecharge(ctx context.Context, request GetAdminRechargeRequestObject) (GetAdminRechargeResponseObject, error)
+	// ReturnPayment Return in full a payment of the wrong amount (it was not credited, so it bought nothing).
+	// (POST /v1/admin/recharges/{id}/payments/{trade_no}/return)
+	ReturnPayment(ctx context.Context, request ReturnPaymentRequestObject) (ReturnPaymentResponseObject, error)
 	// ListAdminRefunds Refunds; with status=pending_review, the review queue (minors first, then the oldest deadline).
 	// (GET /v1/admin/refunds)
 	ListAdminRefunds(ctx context.Context, request ListAdminRefundsRequestObject) (ListAdminRefundsResponseObject, error)
@@ -3128,6 +3245,56 @@ func (sh *strictHandler) GetAdminRecharge(ctx echo.Context, id ID) error {
 		return err
 	} else if validResponse, ok := response.(GetAdminRechargeResponseObject); ok {
 		return validResponse.VisitGetAdminRechargeResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ReturnPayment operation middleware
+func (sh *strictHandler) ReturnPayment(ctx echo.Context, id ID, tradeNo string, params ReturnPaymentParams) error {
+	var request ReturnPaymentRequestObject
+
+	request.Id = id
+	request.TradeNo = tradeNo
+	request.Params = params
+
+	var body ReturnPaymentJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ReturnPayment(ctx.Request().Context(), request.(ReturnPaymentRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ReturnPayment")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ReturnPaymentResponseObject); ok {
+		return validResponse.VisitReturnPaymentResponse(ctx.Response())
 	} else if response != nil {
 		return fmt.Errorf("unexpected response type: %T", response)
 	}
@@ -3974,83 +4141,86 @@ func (sh *strictHandler) ReceiveWebhook(ctx echo.Context, channel string) error 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7F3rbhtJdn6Vg06AkRCalD3yZiIjPxyNJvGud23YXhiBbVDF7kN2jaqreqqqRXEEAXmHvGGeJKhLX1lN",
-	"NmlKI8fxL7ovdTnfuZ9TrdsoFlkuOHKtorPbKEWSoLQ/XyWY5UIj1+8wZ2SFibmaoIolzTUVPDqLLrUs",
-	"8BKWKXLQKYJElQuuEKiy/1daSExAFDoWGYKYA+GARDKKEiT+VqDSsKQ6dU+TDKGaNl49+QuuxtEoUnGK",
-	"GTGzIy+y6OxTZKaNvowivcoxOouUlpQvoru7u1GUE0ky1H4T54VUQppf1Kz3twLlKhpFnGTmvdjdbc6Q",
-	"kZvXyBc6jc6enZyszzCKXv1cDZcTndaj0SQaRWZTVBpamTU2R54LmREdnUVFYZ8MjFxv/S+4Wqf2Oz82",
-	"CA54jXIFb9+8/wA6JRoycY0KMsFxBUJCLJFoVIbcYvYrxhqOTk9OgNYzTK9wNS1XazEQhQaqj1/A0//5",
-	"r/9+9vw55JJyTWYM4eX781evDBR2245J6o13IGvRc32Xr2lGdR8izN5sDpDgnBRMGzhGBh2aGRZ4arDJ",
-	"KPf/q6hJucYFSjvR3xXKXrAKhXK6BbEGLzx99pOdr/p/kPdK9res91aKGcPM/IwFN3JkfpI8ZzQmBtFJ",
-	"7p74p1+Vgfe2MfM/SpxHZ9E/TGrpnLi7alKOa2dsM8hLDu9+OYd/OX3+z+AHH1tS+HfN0C+TjPJ3OC94",
-	"8s4JoF1WklAzCGFvpchRamo2MSdM4SjKG5duI5KJguvpHHmLqynXfzqN2hD5f5uRGkUxI8sZia9acEcF",
-	"VzlyPRWcGQYpRb9zmTAmltMEZ4ZrlpJqnIr5PKAbOrTqSvpJ4AW8pgnyGC0LaczUNmguyhfuLB1euXee",
-	"1mMTKcnK3BUycfy3XTEYtiJK8GksEty2ghJY84J5tWTznbm5KRef6uWOWoJTL6umt1M3Zu6XeS7FNe7H",
-	"ZVxoHIJSZ6H2teBiioTqC66l1asdjo5LnlgjPYm1Mx/hO1MpGIZvzzX2vKhboCdE4xNNMwwhP8O5kOEJ",
-	"BvJOSce1G440njf67rrrgfsNvtoMiF2Vo2KLZqOS6u25mutq8prdhqVdL7ivqWOyNraV3A4S4AaX3K0L",
-	"LccbPY0rj4IXjBnrWBqOLYSw87cHCe3lPCWcI7tgdEFnlFEdYthrQv3UFf1nQjAkVuhjN0QQOCe0A5a/",
-	"pnZKBexHnyZUmdctvs4kzNDo4ozy+hKZiWucZuQmsgpHyCkXemqVtn0zlphQbS+KHHnzGuWqmM9pTI3l",
-	"rK7Opfgdef1/cY0yKQxvSKqupjMm4iszitndl9GOGJWEGzUo3KZDRcAN0L0lq8xb+50sZ8AwbgDSeXjJ",
-	"dBd14v3wFpqWjE0UM6oyomPjKyWFc1YwaE+ltTVDjZiWJMEpF9tVRo1C9c6oSbt6Hy0qBBGxu3tNOW4Q",
-	"oh0Ase7pDs8rTXShmvQ2Wu/arLxi5JKDQyQu8mRnkAuFyQ5LHKzJa2VcU6Ex26hD0GrzrV1sBmk/V2Ez",
-	"KJv90ZPDo9YhW5NYfuAQEXpdk9jwfWstDdWUIjOAWPc3xD9OatYjyZ8pyQRP1AvIhaJmb0CSRIEWNhD3",
-	"s47hDYdLM/glEOC4IO5JO6gJ8TkuwdwGwhMg9ViCI0jMyUoB1SZsHKLr9tBnPc7Lr6KQnLA+3+aK8vCN",
-	"DDPRYzTnKMtIYIC/01jAqIKwQsOvoDnsVkVm2eMQHs4f69xcNCKqHSS8RKxK/+CNIWMhWZDrrwkrwsHD",
-	"LjGPB8kNtmkz+2mtAwaXGeXl/7q4dvZUTRraz38gYYYyXQar1eFmgm3Qbm9JfEUWeACXKPGaa+DjPSqA",
-	"kVnQrQoJczVjxwlxYwR3W2d+2rstXem2Mn7vcmyKkyucxkQhmOcgZsbzVaCWVMcpCD6OgkkNTWjYQ0Qp",
-	"hWxrhnWvrKMFMnIzdX7djp5RJ1gIqFArJH06eY3HGkNrqnuC7J7wtIOiDyzdMA23pDdx8Q5JQjkqtY5g",
-	"QjSZEdW3x4SqLdsrVZhEkqxcYDt1v7d6EtXCq0WEFx+nRB5E1jaGH0yoHa31PhZ+R3HHm5xKVDtNMWdk",
-	"odal8hchQRV5LqQeAY4XY+jERyNgROM0d9HeCKpgqbxk8+WDJW9gGGWD6IAOcSuFa4pLBYKzVUNbNFID",
-	"uVPEfWKYE7obPjlZ9ds95zm0F/oxJdr6mE69AUd0fmdOViPwHAcqx5jOadzYRM3hnrxqKBUGWddO7B4A",
-	"SFJ1tTX9ap4JynuOPDE0czSOSgEyvjGhLouSE6kpYWzlNTB6H9H9DDk6BhXmg9tBu/zgX+j1AptR+g4c",
-	"FkwM7vF+yP7W+rrOzjTtcMM+N8S/pW4cn5aivklrHsLFrjTwH+VllwsY6pi2gbq4IbFmKxvEiTnUGsNF",
-	"eRXpDXz3XhmqLVDDlz/d5sl39dwu7/Yko8J0NrJ5AENLCi2mxJVLkp6cbqNGtlspzPgYPJxe2scil+/M",
-	"VkELkmBMk023WzW4jfY+nLIATa6Qg6FFs+/AIAGqiGNjTwamHL4qBOtKtlHjhcRpnWBf25zN1qxt7M0c",
-	"dCoUQrn3EaRiCRnhK1iiRMgLDYJDKliytuMlUUDiGHONyYuyBUO79wizjiVYJoEjm6gREgxnaOQg5vMR",
-	"zFbeGDvuglwwGq+OBxJwoM/SDd+NjTD8unCZ/TXHKcirrgTZ46xtMfxbna+dyrHu4V3cgTJZGJTs7ZGT",
-	"KmYZVYoK3hMhKUamCZKk9AWCkry13lM7LdsrzO/ds/fig+yZ9N6hHtkoZ1fehU/39LkWlf7t1oMqJdJV",
-	"413kOjDVXNFxVbZkyx39D+OnWPP1x3kpjVaFVq7dWBCuCZvK0pNqKonqkqsnNp5xsXSM1JFf6BRlUJc8",
-	"rvaX768vpb+7ZFtPSUv7rIdXU4nGBBhZrMUwlyJGpVz05V2EduQl0Yzvis+Ex8hYT8D1zj54vx0ta3Rt",
-	"vPCn0928V982sZWq3pa1F1zZ2mHahKqrXxgJmlcVt7tYml16rQyXfW5jnFbO0ptbLTmiVhgNDTErpLI6",
-	"lheqIGxaVWScLilLNV+2CN2mdMfakodu3tsT93ho7+8Nk2+qY1c9R/dUbtvFed8/N7+p2Laroa9r1s0s",
-	"fodgOxXiLAj7KYB+Pf88qAY2kjNgZwaYmhZtu63OW0LqA7USBiGp1xWiedtjDLXvia9vtettlNux/GVn",
-	"rVveehsSPxLGUG/p7eoLgVMEQ0eICbfhXTIwYLPJgf5xxdJEkTmhCcypVBrmUmR2NuPMQalIx/De21ug",
-	"CnzLFSxTyhBswxf8jlIMXFI4KK6WZG6bKNXFuwooh1yKhUQ1NMrfo8Fle4tFiaPhD4wLSfXqvTGEDsMZ",
-	"Euk0sfv1S7nKP3/8UDa32yjQPVeNmmqdu75uyuehHCwypqo8ARwRuKZSF4RBXEgjP6tjmAsJEgnzZwEI",
-	"Tyra6RSz8Wf+V3uDKrisfdlLOLIUhPO//SfMkR+P6mmIRLA3bYJBor3ABcyZIFqNP/MLW2i0l7vt5wqW",
-	"NrdxaazbpZlU2WrnGC5InIJhfNsL/4P6zC9vnkjBUF0Co0o7Lv/zxw9gL4LvGQQtICaMAdVwRGYKuT4z",
-	"i9HiCrmtJmByPP7Mq4LfWalnbDEfpXKkfDo+GZ9YjzdHTnIanUU/jk/GP9pcsU4tjJPUVsR/N78XTlar",
-	"Bb9KojNfMf896nT+Pzs52dD1v1u3vy/KB5r9/56PW/wXnX36YvzbLCNGS0YfUgTv+hq6F7nNt1uX7lMk",
-	"chV9MW9PMtSSxqp3j3/197fuUeONnuSM0M7uAuck2hvxMxjRNpC/lSJDnWKhwAwJTsQ377Xxjt9PeLM2",
-	"IdaP5zt3+x7hrEvLAULY6ceGKZ+f/PgwU/5NGLXupt3CS2XV2TCTRBKntmvB6JeMLqTxmcI0v346IUlG",
-	"+YQUiTv4E6T9a6q0bb+O2me4PoV3Vz8ycQeK7kZbH/SHwe6+3CPAdSt66HwO5GRhqyq2y848Ckwsxs40",
-	"+4Mv4fGrBTfO/zQRurDnwXzBGlxv/Qg4LtGYcWPMm+hYQIw58yrX+i/uXRsj219ThiTpglj6AGpyS5O7",
-	"XjT/HbU/aFTFXruB+urn+8WpLtKtw2S43eYkDgHMS75yg43cQUdqLJt3aOuCt627KmetqboCGwEfCjFr",
-	"/TcLXn0oTK1DFTqoV3m7Q8ndzBoPkNVHJdSNnOtGqfakPgTbeDBeOKZx1P7XdpZr5Os95jf8VmCBcGTz",
-	"GMoJvL3vbKpgidEDZfL5eG/OGkW5UAEmOrdRc4ONdhf49uFXh6cNs/9NJKvD6ef144937UBAywLv1pjp",
-	"6YGZKcRIb+wJmJFxhByqYxt/BE5kP2keyQ5N5t+aBA5x+4m/ijvNSoGURUgTchAbkL4AAgpjwROw1T3w",
-	"adiyD/xg2myo9dmPFX9+CHXSZ3ncDg9letxoAdtjbY0uLd0P6r7sjkVq4vnApjuCCqQ6LPp1iN2Dwmif",
-	"Yh2kLB6WVUallB2GadxYtXRX2giOCBiggdg+ApfpaZggnUpUqWDJC+B4jRJWopAglvz4HhjKlWz6+ams",
-	"1Dw2dmpXkB4lN5XVsMO4MfbjE+vM9MIqoyrHJFEXkoMWUOXeDsQ0VF1NqkpWrwNc1pUGer++ySf0aZLD",
-	"1p2+PU+50Ue50Vc2mCwwcebnQC6zD02rsX13U91R8KTEBBLUGGsh7yNGNp6Qmtz6fPLdxJ2xfVJ2yeRF",
-	"gAnfo24cVt1VYflPndyX0lo/ofnAiqtBmh7l5WgMhsaH4CXr4App4/MFeu/2B/uBHZ2y1TQnq/aUg/hm",
-	"ELcg19LXgnrVlcH7wj+3L698Y5qlPgG5Ua146h3KffawM0wWKC3U6iE0RpVl28oFldL7XvhguIU5nGVp",
-	"cIIb9GF4YHveznFAT9ru/yr+D56La8DvR30I/JdVg0BfjsMg6NsIvsphuCek/NJ6DLbb3oHhKQf9Ojx8",
-	"Un6z6J2XDw0KGFptxYFvAu7dPvrVCO5yOq75UaK1Nr91mEsSHa6+FQs+p4tCYlJWTnxma5miTlG6wwyG",
-	"CVxvjHHTdEpV+c0KnwVrMkhtattMYg8pVCzhzxNtZom35UMPAUl5pH4ADuW6DoGDrQS7qL08GqZA2NMk",
-	"KHen6zBHZ38n57t3XT5UAjHAedmC2ebiz/6l3oep/HRPRT542ae/4OwImMARaQWYFi6gynXkEQ2Cx652",
-	"9yiLQm4XNtfnkyy+iL63Utha5fn/9oI3vOonWRPztZrP10Ixcacj+rPu5/b+t43KCNzR/EOg4+gBBMp+",
-	"WSfSR3YGBVRD+TUE580c74PQ9jBx3xDxew/8WsZza+hXIrGX7XzMPROPtF3ipT/3DEdVVWlkC5OFFk/K",
-	"kujjNZeennVtzH0dP2AzN7BVWwkMsJffdUNEyFhWYr3FWu4GwmBL+c3iMYLqqOQhoPlIdZpIsqzFQWnK",
-	"WLsXam80mof3evpPksTt+qI+z/1omga6Xxp8hG0DB0nkJQmUSNlWgLWuAavffa8AqRoV7KdqtKjbVDRk",
-	"QmnQSxrj8a6MY89TqQ2Say22O4z5SA1265DiA9trR5gAr5gb+tFaY7vsus5bdaE0TlsZs7Ggcw0K5XWX",
-	"szzXdBLN7sGat7bn9Kt8/jeflm85z+uJeU+KTZLoHhlUEHeb2rck/p0XultIDSt1D0EPZ6kQV2py64Pb",
-	"u6ZO7f7hGrVEiUl5Bsy/8YMCseT+BNgZXNqPNyh1aTuOXzJqvxn47OTU/v8jnqdEw1t37QQubz9H4uqz",
-	"13iXn7l5yP2ZKZ7MxA0cEaaEb16WmCCj1yhXx2N4CTOSGEtjv93CF6DoghNdSHv26fTkqe2dda0hCrjQ",
-	"KeULd+aw24RoP0by0VGip1LU/rtE9UfuBv1dotPAX0QZbFRErFE/UVoiydr8WdWlZpQTW8cK/rWjzTbl",
-	"NIBzfMXF0rJYAkc1YsddNh4sSevncQ/5F5ZG+59q/NBiY1JvPEOunRszLxRhmw/eGXm338RqjMWFpnO/",
-	"wxFco6RzWje7tUWn5lzhvxtGljATyaolzF5Sjey211IfZf70xfCVMWgl8xaS+SPLZ5MJEzFhqVD67KeT",
-	"n06sgvSj39Y9k2U6yyja6qJzyBqXqtU0r3mbVV/x9rZxxVV6GxdErqK7L3f/GwAA//8=",
+	"7F17b9vIdv8qB2yBtVFFcrLJ7dZB/0i93jb35t4YSS6CIgnkEXkkzpqc4c4MLWsNA/0O/Yb9JMW8+NJQ",
+	"ohTZ6zTNXwof8zi/M+d96Nso5nnBGTIlo9PbKEWSoDA/XyeYF1whU++wyMgKE301QRkLWijKWXQaXSpR",
+	"4iUsU2SgUgSBsuBMIlBp/i8VF5gAL1XMcwQ+B8IAicgoChD4W4lSwZKq1D5NcoRq2nj15C+4GkejSMYp",
+	"5kTPjqzMo9NPkZ42+jKK1KrA6DSSSlC2iO7u7kZRQQTJUblNnJVCcqF/Ub3e30oUq2gUMZLr92J7tzlD",
+	"Tm7eIFuoNDp9dnKyPsMoev1zNVxBVFqPRpNoFOlNUaFppdfYHHnORU5UdBqVpXkyMHK99b/gap3a79zY",
+	"wBngNYoVXLx9/wFUShTk/Bol5JzhCriAWCBRKDW5+exXjBUcPT85AVrPML3C1dSv1mDASwVUHb+Ep//z",
+	"X//97MULKARliswyhFfvz16/1lCYbVsmqTfegaxFz/VdvqE5VX2IZOZmc4AE56TMlIZjpNGhuWaBpxqb",
+	"nDL3v4qalClcoDAT/V2i6AWrlCimWxBr8MLTZz+Z+ar/B3nPs79hvQvBZxnm+mfMmT5H+icpiozGRCM6",
+	"KewT//Sr1PDeNmb+R4Hz6DT6h0l9Oif2rpz4cc2MbQZ5xeDdL2fwL89f/DO4wceGFO5dPfSrJKfsHc5L",
+	"lryzB9AsK0moHoRkF4IXKBTVm5iTTOIoKhqXbiOS85Kp6RxZi6spU396HrUhcv82IzWK4owsZyS+asEd",
+	"lUwWyNSUs0wziD/6ncsky/hymuBMc81SUIVTPp8HZEOHVt2TfhJ4Aa9pgixGw0IKc7kNmnP/wp2hw2v7",
+	"ztN6bCIEWem7XCSW/7YLBs1WRHI2jXmC21bggdUv6Fc9m+/Mzc1z8ale7qh1cOpl1fS24kbP/aooBL/G",
+	"/biMcYVDUOos1LwWXEyZUHXOlDBytcPRseeJNdKTWFn1Eb4zFTzD8O25wp4XVQv0hCh8omiOIeRnOOci",
+	"PMFA3vF0XLthSeN4o++uvR643+CrzYCYVVkqtmg28lRvz9VcV5PXzDYM7XrBfUMtk7Wxrc7toAPc4JK7",
+	"9UPL8EZN48qiYGWWae3oFccWQpj524OE9nKWEsYwO8/ogs5oRlWIYa8JdVNX9J9xniExhz62QwSBs4d2",
+	"wPLXxI4XwG70aUKlft3ga1XCDLUszimrL5EZv8ZpTm4iI3C4mDKupkZomzdjgQlV5iIvkDWvUSbL+ZzG",
+	"VGvO6upc8N+R1f/n1yiSUvOGoPJqOst4fKVH0bv7MtoRI0+4UYPCbTpUBNwA3QVZ5U7b76Q5A4pxA5DW",
+	"wkumu4gTZ4e30DRkbKKYU5kTFWtbKSmtsYJBfSqMrhmqxJQgCU4Z3y4yahSqd0ZN2tX7aFEhiIjZ3RvK",
+	"cMMh2gEQY57u8LxURJWySW8t9a71yitG9hwcInFZJDuDXEpMdljiYEleC+OaCo3ZRh2CVptv7WIzSPuZ",
+	"CptB2WyPnhwetQ7ZmsRyA4eI0GuaxJrvW2tpiKYUMw2IMX9D/GNPzbon+TMlOWeJfAkFl1TvDUiSSFDc",
+	"OOJu1jG8ZXCpB78EAgwXxD5pBtUuPsMl6NtAWAKkHoszBIEFWUmgSruNQ2TdHvKsx3j5lZeCkazPtrmi",
+	"LHwjx5z3KM05Cu8JDLB3GgsYVRBWaLgVNIfdKsgMexzCwvljjZvzhke1wwn3iFXhH7zRZCxFFuT6a5KV",
+	"YedhF5/HgWQH27SZ/aTWAZ3LnDL/vy6unT1Vk4b28x9IMk2ZLoPV4nAzwTZItwsSX5EFHsAkSpzkGvh4",
+	"jwjIyCxoVoUOczVjxwixYwR3W0d+2rv1pnRbGL+3MTbJyBVOYyIR9HMQZ9rylSCXVMUpcDaOgkENRWjY",
+	"QkQhuGhLhnWrrCMFcnIztXbdjpZRx1kIiFBzSPpk8hqPNYZWVPU42T3uaQdF51jaYRpmSW/g4h2ShDKU",
+	"ch3BhCgyI7JvjwmVW7bnRZhAkqysYzu1v7daEtXCq0WEFx+nRBzkrG10PzIud9TW+2j4HY873hRUoNxp",
+	"inlGFnL9VP7CBciyKLhQI8DxYgwd/2gEGVE4Lay3N4LKWfKXTLx88Mkb6EYZJzogQ+xK4ZriUgJn2aoh",
+	"LRqhgcIK4r5jWBC6Gz4FWfXrPWs5tBf6MSXK2JhWvAFDtHZnQVYjcBwHssCYzmnc2ETN4Y68cigVBmnX",
+	"ju8eAEhQebU1/KqfCZ73AlmiaWZpHPkDpG1jQm0UpSBCUZJlKyeB0dmI9mfI0NGoZM65HbTLD+6FXiuw",
+	"6aXvwGHBwOAe74f0by2v6+hMUw839HPj+LfEjeVTf9Q3Sc1DmNiVBP6jrGy/gKGGaRuo8xsSq2xlnDg+",
+	"h1piWC+vIr2G794zQ7UGatjyz7dZ8l05t8u7PcGoMJ312TyAoiWl4lNi0yVJT0y3kSPbLRWmbQwWDi/t",
+	"o5H9O7NVUIMkGNNk0+1WDm6jvg+HLECRK2SgadGsO9BIgCzjWOuTgSGHr3LBuidbi/FS4LQOsK9tzkRr",
+	"1jb2dg4q5RLB730EKV9CTtgKligQilIBZ5DyLFnb8ZJIIHGMhcLkpS/BUPY9khnDEgyTwJEJ1HABmjMU",
+	"MuDz+QhmK6eMLXdBwTMar44HEnCgzeLd9/a+1+wlI1/c76lAVQoGC3qNFmvib9l6hxkvF6kCxlVK2QKO",
+	"/A8qzWYwMW+ZjVTHRZqiBbKwCYW1+aPKtHCzB8+MTYX2GI1bDJCtRuBOaWH78C5miQ9aBiXMdg9OlrOc",
+	"Skk56/HUZEamCZLE2yRBibI171QbT9sz3e/ts/diC+0ZfN8hL9pIq1dWjgs79Zk4lR7o5qUqYdZVJ13k",
+	"OjDVXNExmbZE7S39D2MvGTX6x1lLjZKJVsxfazKmSDYV3qJrSo3qks1rNp6xPn2M1JKfqxRFUJY8rjKc",
+	"768+pr/KZVttS0v6rLt5U4FaBeizWB/DQvAYpbReoDNV2h6gQD2+TYITFmOW9Th+78yD91tZs0bXxgt/",
+	"er6bFe3KN7ZS1emy9oIrXTtMmlB59UtGgupVxu1qmma1YCvSZp7b6C/6WXpjvJ4jaoHRkBCzUkgjY1kp",
+	"S5JNq8yQlSU+ZfRly6HbFHZZW/LQzTt9Yh8P7f29ZvJN+fSq9ume0n67OBH75wg2Jf12VfR17ryZTegQ",
+	"bKeEoAFhPwHQL+dfBMXARnIG9MwAVdOibbfkeotrf6CSxiAk9bpCNG9bjKEyQv71JX+9BXs7puHMrHXp",
+	"XW9h5EeSZai21Jj1ueIpgqYjxIQZNzMZ6DiaIEX/uHypvdmC0ATmVEgFc8FzM5s25sAL0jG8d/pWu32u",
+	"9AuWKc0QTOEZ/I6CD1xS2DmvlqRva2/Z+t0SKINC8IVAOTTasEehzfZSD4+j5g+MS0HV6r1WhBbDGRJh",
+	"JbH99Ytf5Z8/fvBF9sYLtM9Vo6ZKFba+nLJ5KBaMWSareAUcEbimQpUkg7gU+vysjmHOBQgkmetJ0L69",
+	"p51KMR9/Zn81N6iEy9qWvYQjQ0E4+9t/whzZ8aiehggEc9MEOgSaC4zDPONEyfFndm4SnuZytwxewtLE",
+	"WC61drvUk0qTdR3DOYlT0IxvavJ/kJ/Z5c0TwTOUl5BRqSyX//njBzAXwdUuguIQkywDquCIzCQydaoX",
+	"o/gVMpPVwOR4/JlVicdTL2dMUQEKaUn5dHwyPjEWb4GMFDQ6jX4cn4x/NMEIlRoYJ6nJzP+ufy/sWa0W",
+	"/DqJTl3m/veo04Hw7ORkQ/fBbl0Hrjgg0HTw92Lc4r/o9NMXbd/mOdFSMvqQIjjTV9O9LEzc35h0nyJe",
+	"yOiLfnuSoxI0lr17/Ku7v3WPCm/UpMgI7ewu0K/R3oibQR9tDfmF4DmqFEsJekiwR3zzXhvvuP2EN2sC",
+	"c/14vrO37xHOOsUdIISZfqyZ8sXJjw8z5d+4Fut22i285LPfmpkEkjg11RNavuR0IbTNFKb59dMJSXLK",
+	"JqRMbANSkPZvqFSmDDxq95J9Cu+ufmRiG5vuRlsfdE1pd1/uEeC6JD7UJwQFWZjsjqn2049Cxhdjq5pd",
+	"A054/GrBjT6kJkLnpi/NJc7B1viPgOEStRrXyryJjgFEqzMnco39Yt81PrL5Nc2QJF0QvQ0gJ7c0uetF",
+	"899RuYanyvfaDdTXP98vTnWycB0mze0mJnEIYF6xlR1sZBsuqdZszqCtE+8m/yuttqbyCowHfB+ITXwW",
+	"f3Lrc853Exd217Yol0G5qO9fNML1u0I5CjYDNurMD9UNuF0KdLo9LZcZf+7feLI6nCBod2Hdta1Nvcm7",
+	"NfZ+ekD2trHdMHO7JJaF3ZjxagQ+YmaYkDPDqEuy8rXJjlPHxiQONCs/aXYrh5bm3poE+pvdMr/qnFke",
+	"1UbEvMyyRtrKSdul4Gzha6iPqDIpPMYV+E6MEUiurcp2huv4UIfQmOCbtV/dISrXD1moa7dyOXdhCp+6",
+	"GXBUHpVmbSQ+NqpWR+pDyG4HxksruS21/7Udah655K/+Db+VWCIcmWCitFrX3LeGLc8SrYx9Bmh/zhr1",
+	"iOkzE7pqsNHuovqBZON6L/SjkY9vTTvcSAsSi+qjlXh6pUC8MNd+PzFRoZdAQGLMWQIm5+4lu28KOZg0",
+	"G2oC7seKPz+EONmsIQ9l/9nRAgag0bXKm5s/yHsw/mqkJo4P+u28ymb5OsQehzH1sKxS208HYRo7Vn26",
+	"K2kERwQ00EBMUZENtzZUkEoFypRnyUtgeI0CVrwUwJfs+B4YyuZNN/kNNl362NipncZ9lNzkU9KHMWPM",
+	"l2jWmemlEUZVoNfVfikOVQD8QExD5dWkSif3GsA+uTvQ+nUVf6HvFB02+fvtWcqNouqNtrLGZIGJVT8H",
+	"MpldtKEa25U61mU9TzwmkKDCWHFxH4EqbQnJya1L6txNrJv3xJeqFWWACd+janSu7yqw3HeP7ktorbdr",
+	"P7DgapCmR3hZGoOm8SF4yRi4XJjQwwKddfuD+dqWSrPVtCCr9pSD+GYQtyBTwiVke8WVxvvcPbcvr3xj",
+	"kqVuh94oVhz1DmU+O9gzTBYoDNTyISRGFTjdygWV0Pte+GC4hjmcZmlwgh30YXhge9zOckBP2O7/Kv4P",
+	"HotrwO9GfQj8l1WVTl+MQyPoanm+ymC4J6Tc0noUtt3egeHxg34dHi7fsPnonfmHBjkMrdr+wAdC967h",
+	"/moEd2mVbX6hbK3Wdh1mT6LDJZljzuZ0UQpMfFLIRbaWKaoUhU0XaSawBWraTFMplT754qJgTQapVW2b",
+	"SUzrUMUSrrlwM0tc+IceAhL/fY0BOPh1HQIHU45hvXbfJyqBm9YyFLvTdZihs7+R892bLh+qAzHAeNmC",
+	"2ebkz/71Fg+T+em2SD942qe/6sMSMIEj0nIwDVxApS2LJQo4i23u7lEmhewuTKzPBVlcJcveQmFrluf/",
+	"a3zesqqoa+2Yr+V8vhaKiW1R6o+6n5n73zYqI7Df6TgEOpYeQMAXrdsjfWRmkEAV+E+jWGvmeB+EtruJ",
+	"+7qI37vj11KeW10/j8ReuvMx10w80nKJV+4jCHBUZZVGJjFZKv7Ep0SPH3HVmP1bGFVuzP6pjIDO3MBW",
+	"bSEwQF9+1wURIWVZHest2nI3EAZrym8WjxFU/cqHgOYjVWkiyLI+DlLRLGvXQu2NRrODtqf+JEnsrs/r",
+	"jyo8mqKB7mdHH2HZwEECeUkCHilTCrBWNWDku6sVIFWhgvluleJ1mYqCnEsFakljPN6VcUxTo9xwco3G",
+	"th3Rj1RhtzqFH1hfW8IEeEXfUI9WG5tl13neqgql0fKo1caCzhVIFNddznJc0wk02wdr3toe06/i+d98",
+	"WL5lPK8H5h0pNp1E+8ighLjd1L4p8e880d1Caliqewh6OEs5v5KTW+fc3jVlavevWMklCkx8I6Z74wcJ",
+	"fMlcG+YpXJovqEh5aSqOX2XUfED02clz8/+PeJYSBRf22glc3n6O+NVnJ/EuPzP9kP2bcyyZ8Rs4Ipnk",
+	"rnhZYIIZvUaxOh7DK5iRRGsa8wEltgBJF4yoUpgGxOcnT03trC0Nkb5bwzb+dosQzReBPlpK9GSK2n1J",
+	"9RcvB7UlPQ/8eaTBSoXHCtUTqQSSvM2fVV5qRhkxeazgnz7brFOeB3COrxhfGhZL4KhG7LjLxoNP0npT",
+	"/CH/3Npo/9biDy02JvXGbWeQMLaNJNnm7tdXVS9RPRbjis7dDkdwjYLOaV3s1j46Nedy9xFBsoQZT1at",
+	"w+xOqj677bXU3xP49EXzlVZonnlLkbnvBpxOJhmPSZZyqU5/OvnpxAhIN/ptXTPpw1la0FYXrUHWuFSt",
+	"pnnN6az6itO3jSs209u4wAsZ3X25+98AAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
