@@ -39,18 +39,10 @@ func (r stored) write(w http.ResponseWriter) error {
 // are stored as problems and replayed; server errors are not stored.
 func (s *Server) idempotent(ctx context.Context, route, key string, body any, status int,
 	run func(ctx context.Context, tx pgx.Tx) (any, error)) (stored, error) {
-	if key == "" {
-		return stored{}, fault.New(fault.Invalid, "idempotency_key_required", "this request needs an Idempotency-Key header")
-	}
-	raw, err := json.Marshal(body)
-	if err != nil {
-		return stored{}, fmt.Errorf("encode request for hashing: %w", err)
-	}
-	hash, err := idempotency.Hash(raw)
+	scope, hash, err := s.keyed(ctx, route, key, body)
 	if err != nil {
 		return stored{}, err
 	}
-	scope := idempotency.Scope{Principal: principal(ctx).Subject, Method: http.MethodPost, Route: route, Key: key}
 	out, replayed, err := idempotency.Do(ctx, s.Pool, scope, hash,
 		func(ctx context.Context, tx pgx.Tx) (idempotency.Outcome, error) {
 			resp, err := run(ctx, tx)
@@ -62,20 +54,61 @@ func (s *Server) idempotent(ctx context.Context, route, key string, body any, st
 				return idempotency.Outcome{}, fmt.Errorf("encode response: %w", err)
 			}
 			return idempotency.Outcome{Status: status, Body: b}, nil
-		},
-		func(err error) (idempotency.Outcome, bool) {
-			p := problemFor(err)
-			if p.status >= 500 {
-				return idempotency.Outcome{}, false
-			}
-			p.body["request_id"] = requestIDFrom(ctx)
-			b, _ := json.Marshal(p.body)
-			return idempotency.Outcome{Status: p.status, Body: b}, true
-		})
+		}, s.storable(ctx))
 	if err != nil && out.Status == 0 {
 		return stored{}, err
 	}
 	return stored{out: out, replayed: replayed}, nil
+}
+
+// once is idempotent for an effect whose statements and response are known
+// before it runs (idempotency.Once): a fresh key costs one round trip.
+func (s *Server) once(ctx context.Context, route, key string, body any, status int, resp any,
+	effect idempotency.Effect) (stored, error) {
+	scope, hash, err := s.keyed(ctx, route, key, body)
+	if err != nil {
+		return stored{}, err
+	}
+	b, err := json.Marshal(resp)
+	if err != nil {
+		return stored{}, fmt.Errorf("encode response: %w", err)
+	}
+	out, replayed, err := idempotency.Once(ctx, s.Pool, scope, hash,
+		idempotency.Outcome{Status: status, Body: b}, effect, s.storable(ctx))
+	if err != nil && out.Status == 0 {
+		return stored{}, err
+	}
+	return stored{out: out, replayed: replayed}, nil
+}
+
+// keyed scopes an Idempotency-Key to the caller and hashes the request.
+func (s *Server) keyed(ctx context.Context, route, key string, body any) (idempotency.Scope, []byte, error) {
+	if key == "" {
+		return idempotency.Scope{}, nil, fault.New(fault.Invalid, "idempotency_key_required", "this request needs an Idempotency-Key header")
+	}
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return idempotency.Scope{}, nil, fmt.Errorf("encode request for hashing: %w", err)
+	}
+	hash, err := idempotency.Hash(raw)
+	if err != nil {
+		return idempotency.Scope{}, nil, err
+	}
+	return idempotency.Scope{Principal: principal(ctx).Subject, Method: http.MethodPost, Route: route, Key: key}, hash, nil
+}
+
+// storable stores client errors as problems, so a retry gets the same
+// answer; server errors are not stored, so a retry runs again.
+func (s *Server) storable(ctx context.Context) idempotency.Failure {
+	return func(err error) (idempotency.Outcome, bool) {
+		p := problemFor(err)
+		if p.status >= 500 {
+			return idempotency.Outcome{}, false
+		}
+		p.body["request_id"] = requestIDFrom(ctx)
+		b, _ := json.Marshal(p.body)
+		return idempotency.Outcome{Status: p.status, Body: b}, true
+	}
 }
 
 type requestIDKey struct{}

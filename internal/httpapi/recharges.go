@@ -117,6 +117,13 @@ func (s *Server) CreateRecharge(ctx context.Context, r oapi.CreateRechargeReques
 	if err != nil {
 		return nil, err
 	}
+	// Most orders are known in full before they are stored: the order, its
+	// response and the key's record then go in one round trip.
+	if o, queue, ok, err := s.Recharges.InsertLater(draft); err != nil {
+		return nil, err
+	} else if ok {
+		return s.once(ctx, "/v1/recharges", key, body, http.StatusCreated, toRecharge(o, nil, false), queue)
+	}
 	return s.idempotent(ctx, "/v1/recharges", key, body, http.StatusCreated,
 		func(ctx context.Context, tx pgx.Tx) (any, error) {
 			o, err := s.Recharges.Insert(ctx, tx, draft)

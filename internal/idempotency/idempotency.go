@@ -142,6 +142,46 @@ func Do(ctx context.Context, pool *pgxpool.Pool, s Scope, hash []byte, run Run, 
 	return Outcome{}, false, ErrInProgress
 }
 
+// Effect queues the statements of an effect whose response is known before
+// it runs. It is called once per attempt, so the batch is always fresh.
+type Effect func(b *pgx.Batch)
+
+// Once is Do for an effect known in full before it runs: its statements and
+// its response. The common case, a fresh key, costs one round trip and one
+// commit: the key's claim (its lock and record, one statement), then the
+// effect, in one implicit transaction. Anything else fails the
+// claim or the effect, which rolls the round trip back, and Once falls back
+// to Do: a retry is replayed, a busy key refused, and an effect that fails
+// runs again in a transaction so that its refusal is stored as Do stores it.
+func Once(ctx context.Context, pool *pgxpool.Pool, s Scope, hash []byte, out Outcome, effect Effect, fail Failure) (Outcome, bool, error) {
+	if !ValidKey(s.Key) {
+		return Outcome{}, false, ErrInvalidKey
+	}
+	// The claim: the key's record, inserted under the lock Do takes. A
+	// record that exists fails the insert (unique key); a busy lock inserts
+	// a NULL status, which the NOT NULL constraint refuses. A request in
+	// flight always holds the lock, so the insert never waits on another.
+	b := &pgx.Batch{}
+	b.Queue(`
+		INSERT INTO idempotency_keys (principal, method, route, key, request_hash, status, body)
+		VALUES ($1, $2, $3, $4, $5,
+		        CASE WHEN pg_try_advisory_xact_lock(hashtextextended($1 || chr(31) || $2 || chr(31) || $3 || chr(31) || $4, 0))
+		             THEN $6::int END,
+		        $7)`,
+		s.Principal, s.Method, s.Route, s.Key, hash, out.Status, out.Body)
+	effect(b)
+	if err := pool.SendBatch(ctx, b).Close(); err == nil {
+		return out, false, nil
+	} else if ctx.Err() != nil {
+		return Outcome{}, false, err
+	}
+	return Do(ctx, pool, s, hash, func(ctx context.Context, tx pgx.Tx) (Outcome, error) {
+		b := &pgx.Batch{}
+		effect(b)
+		return out, tx.SendBatch(ctx, b).Close()
+	}, fail)
+}
+
 // Lookup reads a stored outcome without taking the key's lock: a fast path
 // that lets a retry be answered before any work (or channel call) starts.
 // nil means nothing is stored yet; Do still decides.

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/diamondd/diamondd/internal/idempotency"
+	"github.com/diamondd/diamondd/internal/platform/postgres"
 	"github.com/diamondd/diamondd/internal/platform/postgres/pgtest"
 )
 
@@ -133,12 +134,19 @@ func TestClientErrorsStoredServerErrorsNot(t *testing.T) {
 func TestConcurrentSameKey(t *testing.T) {
 	t.Parallel()
 	pool := setup(t)
-	ctx := context.Background()
 	s := idempotency.Scope{Principal: "u1", Method: http.MethodPost, Route: "/v1/spends", Key: "race"}
 	slow := func(ctx context.Context, tx pgx.Tx) (idempotency.Outcome, error) {
 		time.Sleep(20 * time.Millisecond) // keep the first request in flight while others arrive
 		return effect("once", 201)(ctx, tx)
 	}
+	race(t, pool, `{"note":"once"}`, func(ctx context.Context) (idempotency.Outcome, bool, error) {
+		return idempotency.Do(ctx, pool, s, hash(t, `{"x":1}`), slow, fail)
+	})
+}
+
+// race sends 20 requests with one key at once and requires exactly one
+// effect, every other request being told it is in progress or replayed.
+func race(t *testing.T, pool *pgxpool.Pool, body string, send func(context.Context) (idempotency.Outcome, bool, error)) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	results := map[string]int{}
@@ -146,7 +154,7 @@ func TestConcurrentSameKey(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out, replayed, err := idempotency.Do(ctx, pool, s, hash(t, `{"x":1}`), slow, fail)
+			out, replayed, err := send(context.Background())
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -154,17 +162,117 @@ func TestConcurrentSameKey(t *testing.T) {
 				results["in progress"]++
 			case err != nil:
 				t.Errorf("unexpected: %v", err)
-			case replayed:
-				require.Equal(t, `{"note":"once"}`, string(out.Body))
-				results["replayed"]++
 			default:
-				results["ran"]++
+				require.Equal(t, body, string(out.Body))
+				results[map[bool]string{true: "replayed", false: "ran"}[replayed]]++
 			}
 		}()
 	}
 	wg.Wait()
 	require.Equal(t, 1, results["ran"], "%v", results)
 	require.Equal(t, 1, count(t, pool))
+}
+
+func insertEffect(note string) idempotency.Effect {
+	return func(b *pgx.Batch) { b.Queue(`INSERT INTO effects (note) VALUES ($1)`, note) }
+}
+
+// Once: a fresh key runs its effect in one round trip; everything else takes
+// Do's path and answers as Do does.
+func TestOnce(t *testing.T) {
+	t.Parallel()
+	pool := setup(t)
+	ctx := context.Background()
+	s := idempotency.Scope{Principal: "u1", Method: http.MethodPost, Route: "/v1/recharges", Key: "once"}
+	ok := idempotency.Outcome{Status: 201, Body: []byte(`{"note":"first"}`)}
+
+	out, replayed, err := idempotency.Once(ctx, pool, s, hash(t, `{"x":1}`), ok, insertEffect("first"), fail)
+	require.NoError(t, err)
+	require.False(t, replayed)
+	require.Equal(t, ok, out)
+	require.Equal(t, 1, count(t, pool))
+
+	// a retry is replayed, by Once and by Do alike, and runs nothing
+	again := idempotency.Outcome{Status: 201, Body: []byte(`{"note":"second"}`)}
+	out, replayed, err = idempotency.Once(ctx, pool, s, hash(t, `{ "x": 1 }`), again, insertEffect("second"), fail)
+	require.NoError(t, err)
+	require.True(t, replayed)
+	require.Equal(t, ok, out)
+	out, replayed, err = idempotency.Do(ctx, pool, s, hash(t, `{"x":1}`), effect("third", 201), fail)
+	require.NoError(t, err)
+	require.True(t, replayed)
+	require.Equal(t, ok, out)
+	require.Equal(t, 1, count(t, pool))
+
+	// the key with another request
+	_, _, err = idempotency.Once(ctx, pool, s, hash(t, `{"x":2}`), again, insertEffect("other"), fail)
+	require.ErrorIs(t, err, idempotency.ErrKeyReused)
+	require.Equal(t, 1, count(t, pool))
+
+	// a key held by a request in flight is refused, and nothing runs
+	s.Key = "busy"
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2 || chr(31) || $3 || chr(31) || $4, 0))`,
+		s.Principal, s.Method, s.Route, s.Key)
+	require.NoError(t, err)
+	_, _, err = idempotency.Once(ctx, pool, s, hash(t, `{}`), ok, insertEffect("busy"), fail)
+	require.ErrorIs(t, err, idempotency.ErrInProgress)
+	require.NoError(t, tx.Rollback(ctx))
+	require.Equal(t, 1, count(t, pool))
+}
+
+// An effect that fails rolls back the claim with it: the stored answer is the
+// refusal (a client error) or nothing (a server error), never the success
+// response computed beforehand.
+func TestOnceEffectFails(t *testing.T) {
+	t.Parallel()
+	pool := setup(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `ALTER TABLE effects ADD CONSTRAINT note_short CHECK (length(note) < 10)`)
+	require.NoError(t, err)
+	s := idempotency.Scope{Principal: "u1", Method: http.MethodPost, Route: "/v1/recharges", Key: "fails"}
+	ok := idempotency.Outcome{Status: 201, Body: []byte(`{"note":"never"}`)}
+	clientFail := func(err error) (idempotency.Outcome, bool) {
+		if postgres.IsCheckViolation(err, "note_short") {
+			return idempotency.Outcome{Status: 422, Body: []byte(`{"code":"too_long"}`)}, true
+		}
+		return fail(err)
+	}
+
+	out, replayed, err := idempotency.Once(ctx, pool, s, hash(t, `{}`), ok, insertEffect("far too long"), clientFail)
+	require.NoError(t, err)
+	require.False(t, replayed)
+	require.Equal(t, 422, out.Status)
+	out, replayed, err = idempotency.Once(ctx, pool, s, hash(t, `{}`), ok, insertEffect("short"), clientFail)
+	require.NoError(t, err)
+	require.True(t, replayed, "the refusal is stored")
+	require.Equal(t, 422, out.Status)
+	require.Equal(t, 0, count(t, pool))
+
+	s.Key = "fails5xx"
+	_, _, err = idempotency.Once(ctx, pool, s, hash(t, `{}`), ok, insertEffect("far too long"), fail)
+	require.Error(t, err)
+	out, replayed, err = idempotency.Once(ctx, pool, s, hash(t, `{}`), ok, insertEffect("short"), fail)
+	require.NoError(t, err)
+	require.False(t, replayed, "a server error is not stored: the retry runs")
+	require.Equal(t, ok, out)
+	require.Equal(t, 1, count(t, pool))
+}
+
+// Many requests with one key at once through Once: exactly one effect.
+func TestOnceConcurrentSameKey(t *testing.T) {
+	t.Parallel()
+	pool := setup(t)
+	s := idempotency.Scope{Principal: "u1", Method: http.MethodPost, Route: "/v1/recharges", Key: "race"}
+	ok := idempotency.Outcome{Status: 201, Body: []byte(`{"note":"once"}`)}
+	slow := func(b *pgx.Batch) {
+		b.Queue(`SELECT pg_sleep(0.02)`) // keep the first request in flight while others arrive
+		b.Queue(`INSERT INTO effects (note) VALUES ('once')`)
+	}
+	race(t, pool, `{"note":"once"}`, func(ctx context.Context) (idempotency.Outcome, bool, error) {
+		return idempotency.Once(ctx, pool, s, hash(t, `{"x":1}`), ok, slow, fail)
+	})
 }
 
 func TestCleanup(t *testing.T) {

@@ -170,22 +170,28 @@ func (l *Ledger) PostWith(ctx context.Context, tx pgx.Tx, j Journal, extra *pgx.
 	}
 	da, dh, dd := j.deltas()
 
-	// One statement: the journal, its postings and the projection. A
-	// negative balance fails the wallets' CHECK constraints; a missing wallet
-	// (the user's first movement) returns no row.
+	// One statement: the projection, the journal and its postings. A
+	// negative balance fails the wallets' CHECK constraints. A missing
+	// wallet (the user's first movement) returns no row and leaves the
+	// journal without postings, which the balance trigger refuses at commit:
+	// so even a caller that commits in this round trip (postgres.QueueCommit)
+	// can never commit a journal its wallet did not see.
 	b := &pgx.Batch{}
 	b.Queue(`
-		WITH j AS (
+		WITH w AS (
+			UPDATE wallets
+			   SET available = available + $8, held = held + $9, debt = debt + $10, updated_at = now()
+			 WHERE user_id = $1
+			RETURNING available, held, debt
+		), j AS (
 			INSERT INTO journals (user_id, id, kind, reference, memo) VALUES ($1, $2, $3, $4, $5)
 		), p AS (
 			INSERT INTO postings (user_id, journal_id, line, account, amount)
 			SELECT $1, $2, p.line, p.account, p.amount
 			  FROM unnest($6::text[], $7::bigint[]) WITH ORDINALITY AS p(account, amount, line)
+			 WHERE EXISTS (SELECT FROM w)
 		)
-		UPDATE wallets
-		   SET available = available + $8, held = held + $9, debt = debt + $10, updated_at = now()
-		 WHERE user_id = $1
-		RETURNING available, held, debt`,
+		SELECT available, held, debt FROM w`,
 		j.UserID, id, j.Kind, j.Reference, j.Memo, accounts, amounts, da, dh, dd)
 	if extra != nil {
 		b.QueuedQueries = append(b.QueuedQueries, extra.QueuedQueries...)
@@ -199,9 +205,10 @@ func (l *Ledger) PostWith(ctx context.Context, tx pgx.Tx, j Journal, extra *pgx.
 	closeErr := br.Close()
 	switch {
 	case errors.Is(err, pgx.ErrNoRows) && closeErr == nil:
-		// The user's first movement: create the wallet, then apply.
+		// The user's first movement: create the wallet, then the postings.
 		if _, err = l.Lock(ctx, tx, j.UserID); err == nil {
-			err = tx.QueryRow(ctx, updateWallet, j.UserID, da, dh, dd).Scan(&bal.Available, &bal.Held, &bal.Debt)
+			err = tx.QueryRow(ctx, postAfterLock, j.UserID, id, accounts, amounts, da, dh, dd).
+				Scan(&bal.Available, &bal.Held, &bal.Debt)
 		}
 	case err == nil || errors.Is(err, pgx.ErrNoRows):
 		err = closeErr
@@ -221,11 +228,16 @@ func (l *Ledger) PostWith(ctx context.Context, tx pgx.Tx, j Journal, extra *pgx.
 	}
 }
 
-// updateWallet moves the projection; the table's CHECK constraints refuse a
-// balance below zero.
-const updateWallet = `
+// postAfterLock completes a posting whose wallet was missing: the postings
+// and the projection, once the wallet exists.
+const postAfterLock = `
+	WITH p AS (
+		INSERT INTO postings (user_id, journal_id, line, account, amount)
+		SELECT $1, $2, p.line, p.account, p.amount
+		  FROM unnest($3::text[], $4::bigint[]) WITH ORDINALITY AS p(account, amount, line)
+	)
 	UPDATE wallets
-	   SET available = available + $2, held = held + $3, debt = debt + $4, updated_at = now()
+	   SET available = available + $5, held = held + $6, debt = debt + $7, updated_at = now()
 	 WHERE user_id = $1
 	RETURNING available, held, debt`
 

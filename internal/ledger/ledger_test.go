@@ -320,3 +320,41 @@ func BenchmarkPostJournal(b *testing.B) {
 		}
 	}
 }
+
+// A posting whose caller commits in the same round trip (postgres.QueueCommit)
+// can never commit a journal its wallet did not see: when the wallet is
+// missing, the journal is left without postings and the commit fails. With
+// the wallet there, the credit and the caller's statements commit together.
+func TestPostWithQueuedCommit(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.Pool(t)
+	ctx := context.Background()
+	l := ledger.New(nil, nil)
+	_, err := pool.Exec(ctx, `CREATE TABLE marks (ref text PRIMARY KEY)`)
+	require.NoError(t, err)
+	credit := func(ref string) error {
+		return postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+			fin := &pgx.Batch{}
+			fin.Queue(`INSERT INTO marks VALUES ($1)`, ref)
+			postgres.QueueCommit(tx, fin)
+			_, err := l.PostWith(ctx, tx, ledger.Journal{UserID: "u1", Kind: "recharge", Reference: ref,
+				Postings: []ledger.Posting{{ledger.Issuance("sandbox"), -60}, {ledger.Available, 60}}}, fin)
+			return err
+		})
+	}
+	require.Error(t, credit("recharge:o1"), "no wallet yet")
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM journals`).Scan(&n))
+	require.Zero(t, n)
+
+	_, err = post(t, pool, l, ledger.Journal{UserID: "u1", Kind: "recharge", Reference: "recharge:o0",
+		Postings: []ledger.Posting{{ledger.Issuance("sandbox"), -60}, {ledger.Available, 60}}})
+	require.NoError(t, err)
+	require.NoError(t, credit("recharge:o1"))
+	bal, err := ledger.Get(ctx, pool, "u1")
+	require.NoError(t, err)
+	require.EqualValues(t, 120, bal.Available)
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM marks`).Scan(&n))
+	require.Equal(t, 1, n)
+	requireClean(t, pool)
+}

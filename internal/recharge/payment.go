@@ -47,9 +47,9 @@ func SetEventOutcome(ctx context.Context, tx pgx.Tx, chName, key, userID, outcom
 // in the same transaction. Every outcome that cannot improve by redelivery
 // (unknown order, stale event, amount mismatch) is acknowledged.
 //
-// The transaction takes three round trips: lock the order and record the
-// event; record the trade (with the wallet lock and the risk rules' read);
-// then the ledger posting with every closing write.
+// The transaction takes three round trips: BEGIN, lock the order and record
+// the event; record the trade (with the wallet lock and the risk rules'
+// read); then the ledger posting with every closing write and COMMIT.
 func (s *Service) HandleEvent(ctx context.Context, chName string, ev channel.Event) error {
 	return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
 		var o Order
@@ -75,8 +75,11 @@ func (s *Service) HandleEvent(ctx context.Context, chName string, ev channel.Eve
 		if !fresh {
 			return nil // a redelivery
 		}
+		// Every branch ends with one batch holding these statements: the
+		// transaction commits in that round trip.
 		closing := func(fin *pgx.Batch, outcome string) {
 			QueueEventOutcome(fin, chName, ev.Key, o.UserID, outcome)
+			postgres.QueueCommit(tx, fin)
 		}
 		switch {
 		case !found:

@@ -289,28 +289,13 @@ func (s *Service) Prepare(ctx context.Context, p Payer, r CreateRequest) (Draft,
 // that settles in the database (the credit line) is charged here too, and
 // the order is paid and credited before the transaction commits.
 func (s *Service) Insert(ctx context.Context, tx pgx.Tx, d Draft) (Order, error) {
-	o := d.Order
-	if o.Pay == nil {
-		o.Pay = map[string]any{}
-	}
-	pay, err := json.Marshal(o.Pay)
+	o, queue, err := s.inserting(d.Order)
 	if err != nil {
-		return Order{}, fmt.Errorf("encode pay: %w", err)
+		return Order{}, err
 	}
-	// One statement: the owner, the order and its first timeline entry.
-	_, err = tx.Exec(ctx, `
-		WITH owner AS (
-			INSERT INTO owners (object_id, user_id) VALUES ($2, $1)
-		), new_order AS (
-			INSERT INTO orders (user_id, id, channel, package_id, amount_fen, diamonds, status, minor, pay,
-			                    expires_at, check_after, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11)
-		)
-		INSERT INTO timeline (user_id, object_id, id, status, actor, note, at)
-		VALUES ($1, $2, $12, 'pending', 'user:' || $1, 'order created', $11)`,
-		o.UserID, o.ID, o.Channel, o.PackageID, o.AmountFen, o.Diamonds, o.Minor, pay,
-		o.ExpiresAt, o.CreatedAt.Add(s.cfg.QueryAfter), o.CreatedAt, s.newID())
-	if err != nil {
+	b := &pgx.Batch{}
+	queue(b)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return Order{}, fmt.Errorf("insert order %s: %w", o.ID, err)
 	}
 	if d.inDB == nil {
@@ -325,6 +310,45 @@ func (s *Service) Insert(ctx context.Context, tx pgx.Tx, d Draft) (Order, error)
 		return Order{}, err
 	}
 	return o, nil
+}
+
+// InsertLater is Insert for a caller that answers before the order is
+// stored: it returns the order as it will be stored and queue, which queues
+// its insertion (one statement) into a batch, as often as asked. It declines
+// (ok false) an order whose channel settles in the database: that takes
+// Insert, in a transaction.
+func (s *Service) InsertLater(d Draft) (o Order, queue func(*pgx.Batch), ok bool, err error) {
+	if d.inDB != nil {
+		return Order{}, nil, false, nil
+	}
+	o, queue, err = s.inserting(d.Order)
+	return o, queue, err == nil, err
+}
+
+// inserting returns the order as stored and what queues its insertion: the
+// owner, the order and its first timeline entry, in one statement.
+func (s *Service) inserting(o Order) (Order, func(*pgx.Batch), error) {
+	if o.Pay == nil {
+		o.Pay = map[string]any{}
+	}
+	pay, err := json.Marshal(o.Pay)
+	if err != nil {
+		return Order{}, nil, fmt.Errorf("encode pay of order %s: %w", o.ID, err)
+	}
+	args := []any{o.UserID, o.ID, o.Channel, o.PackageID, o.AmountFen, o.Diamonds, o.Minor, pay,
+		o.ExpiresAt, o.CreatedAt.Add(s.cfg.QueryAfter), o.CreatedAt, s.newID()}
+	return o, func(b *pgx.Batch) {
+		b.Queue(`
+			WITH owner AS (
+				INSERT INTO owners (object_id, user_id) VALUES ($2, $1)
+			), new_order AS (
+				INSERT INTO orders (user_id, id, channel, package_id, amount_fen, diamonds, status, minor, pay,
+				                    expires_at, check_after, created_at, updated_at)
+				VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11)
+			)
+			INSERT INTO timeline (user_id, object_id, id, status, actor, note, at)
+			VALUES ($1, $2, $12, 'pending', 'user:' || $1, 'order created', $11)`, args...)
+	}, nil
 }
 
 func queueTimeline(b *pgx.Batch, id uuid.UUID, userID string, objectID uuid.UUID, status, actor, note string, at time.Time) {

@@ -62,7 +62,7 @@ const maxTxAttempts = 5
 func WithTx(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx) error) error {
 	var err error
 	for attempt := 1; attempt <= maxTxAttempts; attempt++ {
-		err = pgx.BeginFunc(ctx, pool, fn)
+		err = run(ctx, pool, fn)
 		if err == nil || !IsRetryable(err) {
 			return err
 		}
@@ -74,6 +74,32 @@ func WithTx(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx) error) e
 		}
 	}
 	return err
+}
+
+// run runs fn once in a Tx: committed when fn returns nil, rolled back
+// otherwise (and on a panic, which then goes on).
+func run(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx) error) (err error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire connection: %w", err)
+	}
+	// The pool closes a connection that comes back inside a transaction
+	// (say, when a rollback failed), so a broken one is never reused.
+	defer conn.Release()
+	tx := &Tx{conn: conn}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			panic(p)
+		}
+		if err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	if err = fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
 // IsRetryable reports a serialization failure or a deadlock.
