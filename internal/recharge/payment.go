@@ -24,20 +24,23 @@ import (
 // was recorded before: a redelivery, to acknowledge and ignore. A concurrent
 // delivery of the same event waits here until the first one commits.
 func RecordEvent(ctx context.Context, tx pgx.Tx, chName string, ev channel.Event, objectID string, at time.Time) (bool, error) {
-	var fresh bool
-	b := &pgx.Batch{}
-	QueueRecordEvent(b, chName, ev, objectID, at, &fresh)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+	payload, _ := json.Marshal(ev) // an Event always encodes
+	tag, err := tx.Exec(ctx, `
+		INSERT INTO webhook_events (channel, event_key, type, object_id, outcome, payload, received_at)
+		VALUES ($1, $2, $3, $4, 'received', $5, $6)
+		ON CONFLICT (channel, event_key) DO NOTHING`,
+		chName, ev.Key, string(ev.Type), objectID, payload, at)
+	if err != nil {
 		return false, fmt.Errorf("record event %s/%s: %w", chName, ev.Key, err)
 	}
-	return fresh, nil
+	return tag.RowsAffected() == 1, nil
 }
 
 // SetEventOutcome notes what an event did (for support and debugging).
 func SetEventOutcome(ctx context.Context, tx pgx.Tx, chName, key, userID, outcome string) error {
-	b := &pgx.Batch{}
-	QueueEventOutcome(b, chName, key, userID, outcome)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+	_, err := tx.Exec(ctx, `UPDATE webhook_events SET outcome = $3, user_id = nullif($4, '') WHERE channel = $1 AND event_key = $2`,
+		chName, key, outcome, userID)
+	if err != nil {
 		return fmt.Errorf("event outcome %s/%s: %w", chName, key, err)
 	}
 	return nil
@@ -47,9 +50,10 @@ func SetEventOutcome(ctx context.Context, tx pgx.Tx, chName, key, userID, outcom
 // in the same transaction. Every outcome that cannot improve by redelivery
 // (unknown order, stale event, amount mismatch) is acknowledged.
 //
-// The transaction takes three round trips: BEGIN, lock the order and record
-// the event; record the trade (with the wallet lock and the risk rules'
-// read); then the ledger posting with every closing write and COMMIT.
+// The transaction takes three round trips: BEGIN, lock the order and check
+// the event is new; record the trade (with the wallet lock and the risk
+// rules' read); then the ledger posting with every closing write, the
+// event's record and COMMIT.
 func (s *Service) HandleEvent(ctx context.Context, chName string, ev channel.Event) error {
 	return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
 		var o Order
@@ -68,7 +72,11 @@ func (s *Service) HandleEvent(ctx context.Context, chName string, ev channel.Eve
 					return err
 				})
 		}
-		QueueRecordEvent(b, chName, ev, ev.OrderID, s.now().UTC(), &fresh)
+		// Read after the order's lock (a statement of its own sees what the
+		// lock waited for): a delivery of this event that held the lock
+		// before us has committed its record by now.
+		b.Queue(`SELECT NOT EXISTS (SELECT FROM webhook_events WHERE channel = $1 AND event_key = $2)`, chName, ev.Key).
+			QueryRow(func(row pgx.Row) error { return row.Scan(&fresh) })
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("lock order of event %s/%s: %w", chName, ev.Key, err)
 		}
@@ -76,9 +84,13 @@ func (s *Service) HandleEvent(ctx context.Context, chName string, ev channel.Eve
 			return nil // a redelivery
 		}
 		// Every branch ends with one batch holding these statements: the
-		// transaction commits in that round trip.
+		// event's record, written once with what it did, and the commit.
+		// Deliveries of an event for an existing order are serialised by
+		// the order's lock; for an unknown order nothing happens, so a
+		// concurrent duplicate's record is simply not written twice.
+		received := s.now().UTC()
 		closing := func(fin *pgx.Batch, outcome string) {
-			QueueEventOutcome(fin, chName, ev.Key, o.UserID, outcome)
+			queueEvent(fin, chName, ev, ev.OrderID, o.UserID, outcome, received)
 			postgres.QueueCommit(tx, fin)
 		}
 		switch {
@@ -120,24 +132,14 @@ func send(ctx context.Context, tx pgx.Tx, closing func(*pgx.Batch, string), outc
 	return tx.SendBatch(ctx, fin).Close()
 }
 
-// QueueRecordEvent is RecordEvent as a statement of the caller's batch;
-// fresh tells whether the event is new.
-func QueueRecordEvent(b *pgx.Batch, chName string, ev channel.Event, objectID string, at time.Time, fresh *bool) {
+// queueEvent records a notification with its outcome in one statement.
+func queueEvent(b *pgx.Batch, chName string, ev channel.Event, objectID, userID, outcome string, at time.Time) {
 	payload, _ := json.Marshal(ev) // an Event always encodes
 	b.Queue(`
-		INSERT INTO webhook_events (channel, event_key, type, object_id, outcome, payload, received_at)
-		VALUES ($1, $2, $3, $4, 'received', $5, $6)
+		INSERT INTO webhook_events (channel, event_key, type, object_id, outcome, user_id, payload, received_at)
+		VALUES ($1, $2, $3, $4, $5, nullif($6, ''), $7, $8)
 		ON CONFLICT (channel, event_key) DO NOTHING`,
-		chName, ev.Key, string(ev.Type), objectID, payload, at).Exec(func(ct pgconn.CommandTag) error {
-		*fresh = ct.RowsAffected() == 1
-		return nil
-	})
-}
-
-// QueueEventOutcome is SetEventOutcome as a statement of the caller's batch.
-func QueueEventOutcome(b *pgx.Batch, chName, key, userID, outcome string) {
-	b.Queue(`UPDATE webhook_events SET outcome = $3, user_id = nullif($4, '') WHERE channel = $1 AND event_key = $2`,
-		chName, key, outcome, userID)
+		chName, ev.Key, string(ev.Type), objectID, outcome, userID, payload, at)
 }
 
 // finish moves a pending order to closed or failed.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/diamondd/diamondd/internal/app/apptest"
@@ -168,6 +169,23 @@ func TestConcurrentDeliveries(t *testing.T) {
 	require.EqualValues(t, 300, avail)
 	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM journals WHERE reference = $1`, "recharge:"+id))
 	require.Equal(t, 51, count(t, h, `SELECT count(*) FROM webhook_events`))
+	// each event is recorded once, with what it did
+	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM webhook_events WHERE outcome = 'credited' AND user_id = 'u1'`))
+	require.Equal(t, 50, count(t, h, `SELECT count(*) FROM webhook_events WHERE outcome = 'duplicate_trade' AND user_id = 'u1'`))
+
+	// concurrent deliveries of an event for an order that does not exist:
+	// acknowledged, recorded once, nothing else
+	unknown := uuid.NewString()
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := h.Webhook(map[string]any{"event_id": "ghost", "type": "payment.succeeded", "order_id": unknown, "trade_no": "T-2", "amount_fen": 3000})
+			require.Equal(t, 200, r.Status, "body: %s", r.Body)
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM webhook_events WHERE event_key = 'ghost' AND outcome = 'unknown_order' AND user_id IS NULL`))
 	h.RequireClean()
 }
 
