@@ -11,8 +11,8 @@ import (
 )
 
 // Tx is the transaction WithTx hands out. It costs no round trip of its own
-// where it can help it: BEGIN travels with the first batch or row query sent
-// in it, and COMMIT can travel with the last batch (QueueCommit). A
+// where it can help it: BEGIN travels with the first batch, row query or
+// statement with arguments sent in it, and COMMIT can travel with the last batch (QueueCommit). A
 // transaction of three batches thus takes three round trips, not five; on the
 // hot paths round trips are most of the cost of a request, on both sides of
 // the connection. (pgx's Batch.BeginTx does the same for a batch known when
@@ -78,13 +78,24 @@ func (t *Tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	return batchRow{row: br.QueryRow(), br: br}
 }
 
-// Exec runs a statement; BEGIN goes first on its own if nothing was sent yet
-// (Exec without arguments uses the simple protocol, which a batch cannot).
+// Exec runs a statement, with BEGIN in front of it when it is the first.
+// Without arguments pgx sends it with the simple protocol, which may hold
+// several statements and cannot go in a batch: BEGIN then goes on its own.
 func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if err := t.start(ctx); err != nil {
-		return pgconn.CommandTag{}, err
+	if t.closed || t.begun || len(args) == 0 {
+		if err := t.start(ctx); err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		return t.conn.Exec(ctx, sql, args...)
 	}
-	return t.conn.Exec(ctx, sql, args...)
+	b := &pgx.Batch{}
+	b.Queue(sql, args...)
+	br := t.SendBatch(ctx, b)
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	return tag, err
 }
 
 // Query runs a query; BEGIN goes first on its own if nothing was sent yet.

@@ -53,6 +53,10 @@ func TestTxBeginTravelsWithTheFirstRoundTrip(t *testing.T) {
 			_, err := tx.Exec(ctx, `INSERT INTO notes VALUES (1)`)
 			return err
 		},
+		"exec with arguments": func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO notes VALUES ($1)`, 1)
+			return err
+		},
 		"query": func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, `INSERT INTO notes VALUES (1) RETURNING n`)
 			if err != nil {
