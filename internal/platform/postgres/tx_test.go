@@ -150,3 +150,50 @@ func TestTxQueuedCommitRunsDeferredChecks(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM journals`).Scan(&n))
 	require.Zero(t, n)
 }
+
+// A first round trip that fails before its BEGIN runs (here while pgx
+// prepares its statements) leaves no transaction open: nothing more is sent
+// in it, so nothing can commit on its own.
+func TestTxNothingRunsOutsideTheTransaction(t *testing.T) {
+	t.Parallel()
+	pool := notes(t)
+	ctx := context.Background()
+	err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(`SELECT no_such_column FROM notes`)
+		require.Error(t, tx.SendBatch(ctx, b).Close())
+		_, err := tx.Exec(ctx, `INSERT INTO notes VALUES ($1)`, 7)
+		require.Error(t, err)
+		_, err = tx.Exec(ctx, `INSERT INTO notes VALUES (8)`)
+		require.Error(t, err)
+		require.Error(t, tx.QueryRow(ctx, `INSERT INTO notes VALUES (9) RETURNING n`).Scan(new(int)))
+		return errAbort
+	})
+	require.ErrorIs(t, err, errAbort)
+	require.Empty(t, noted(t, pool))
+}
+
+// Once a batch holding the queued COMMIT is sent, nothing more is sent in
+// the transaction. The server commits when it reaches the COMMIT, so an
+// error the caller finds in the batch's results afterwards (here a scan)
+// undoes nothing: QueueCommit's contract is that such a batch holds only
+// statements whose results the caller does not judge.
+func TestTxNothingAfterAQueuedCommit(t *testing.T) {
+	t.Parallel()
+	pool := notes(t)
+	ctx := context.Background()
+	err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO notes VALUES (1) RETURNING 'not a number'::text`)
+		postgres.QueueCommit(tx, b)
+		br := tx.SendBatch(ctx, b)
+		scanErr := br.QueryRow().Scan(new(int))
+		require.Error(t, scanErr)
+		_ = br.Close()
+		_, err := tx.Exec(ctx, `INSERT INTO notes VALUES ($1)`, 2)
+		require.ErrorIs(t, err, pgx.ErrTxClosed)
+		return scanErr
+	})
+	require.Error(t, err)
+	require.Equal(t, []int{1}, noted(t, pool))
+}
