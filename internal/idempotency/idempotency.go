@@ -165,8 +165,7 @@ func Once(ctx context.Context, pool *pgxpool.Pool, s Scope, hash []byte, out Out
 	b.Queue(`
 		INSERT INTO idempotency_keys (principal, method, route, key, request_hash, status, body)
 		VALUES ($1, $2, $3, $4, $5,
-		        CASE WHEN pg_try_advisory_xact_lock(hashtextextended($1 || chr(31) || $2 || chr(31) || $3 || chr(31) || $4, 0))
-		             THEN $6::int END,
+		        CASE WHEN `+tryKeyLock+` THEN $6::int END,
 		        $7)`,
 		s.Principal, s.Method, s.Route, s.Key, hash, out.Status, out.Body)
 	effect(b)
@@ -208,6 +207,12 @@ func Lookup(ctx context.Context, db postgres.DBTX, s Scope, hash []byte) (*Outco
 
 var errRace = errors.New("idempotency: concurrent insert")
 
+// tryKeyLock takes the key's transaction-scoped advisory lock, the key's
+// scope being $1–$4 (principal, method, route, key). Do and Once must take
+// the same lock: it is what tells a request that another with its key is in
+// flight.
+const tryKeyLock = `pg_try_advisory_xact_lock(hashtextextended($1 || chr(31) || $2 || chr(31) || $3 || chr(31) || $4, 0))`
+
 func deref(r *Outcome) Outcome {
 	if r == nil {
 		return Outcome{}
@@ -225,7 +230,7 @@ func begin(ctx context.Context, tx pgx.Tx, s Scope, hash []byte) (*Outcome, erro
 		body       []byte
 	)
 	err := tx.QueryRow(ctx, `
-		SELECT pg_try_advisory_xact_lock(hashtextextended($1 || chr(31) || $2 || chr(31) || $3 || chr(31) || $4, 0)),
+		SELECT `+tryKeyLock+`,
 		       k.request_hash, k.status, k.body
 		  FROM (SELECT 1) one
 		  LEFT JOIN idempotency_keys k

@@ -445,3 +445,48 @@ func TestPendingWorker(t *testing.T) {
 	require.Equal(t, http.StatusOK, h.Do("GET", "/v1/recharges/"+expiring, apptest.Req{Token: user}).Status)
 	h.RequireClean()
 }
+
+// Order creation takes one round trip when the key is fresh
+// (idempotency.Once); everything else falls back to the general path. Over
+// HTTP: 20 requests with one key at once create one order, and each is
+// answered with it or told the key is in progress; the key with another
+// body is refused; a later retry is replayed.
+func TestCreateSameKeyAtOnce(t *testing.T) {
+	t.Parallel()
+	h := apptest.New(t)
+	user := h.Token("u1", auth.RoleUser)
+	body := map[string]any{"channel": "sandbox", "package_id": "p60"}
+	var mu sync.Mutex
+	ids, busy := map[string]int{}, 0
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := h.Do("POST", "/v1/recharges", apptest.Req{Token: user, Key: "same", Body: body})
+			mu.Lock()
+			defer mu.Unlock()
+			switch r.Status {
+			case 201:
+				ids[r.JSON()["id"].(string)]++
+			case 409:
+				require.Equal(t, "idempotency_key_in_progress", r.Code())
+				busy++
+			default:
+				t.Errorf("status %d: %s", r.Status, r.Body)
+			}
+		}()
+	}
+	wg.Wait()
+	require.Len(t, ids, 1, "one order, whoever answered: %v (409: %d)", ids, busy)
+	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM orders`))
+
+	r := h.Do("POST", "/v1/recharges", apptest.Req{Token: user, Key: "same", Body: map[string]any{"channel": "sandbox", "package_id": "p300"}})
+	require.Equal(t, "idempotency_key_reused", r.RequireStatus(t, 422).Code())
+	again := h.Do("POST", "/v1/recharges", apptest.Req{Token: user, Key: "same", Body: body}).RequireStatus(t, 201)
+	require.Equal(t, "true", again.Header.Get("Idempotent-Replayed"))
+	for id := range ids {
+		require.Equal(t, id, again.JSON()["id"])
+	}
+	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM orders`))
+}
