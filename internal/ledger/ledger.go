@@ -206,7 +206,8 @@ func (l *Ledger) PostWith(ctx context.Context, tx pgx.Tx, j Journal, extra *pgx.
 	switch {
 	case errors.Is(err, pgx.ErrNoRows) && closeErr == nil:
 		// The user's first movement: create the wallet, then the postings.
-		if _, err = l.Lock(ctx, tx, j.UserID); err == nil {
+		var w Balance
+		if err = tx.QueryRow(ctx, lockWallet, j.UserID).Scan(&w.Available, &w.Held, &w.Debt); err == nil {
 			err = tx.QueryRow(ctx, postAfterLock, j.UserID, id, accounts, amounts, da, dh, dd).
 				Scan(&bal.Available, &bal.Held, &bal.Debt)
 		}
@@ -241,12 +242,15 @@ const postAfterLock = `
 	 WHERE user_id = $1
 	RETURNING available, held, debt`
 
-// lockWallet reads a balance and locks the wallet row, creating an empty
-// wallet when the user has none.
+// lockWallet creates an empty wallet when the user has none, and locks it
+// either way. It writes a row version even when the wallet exists, so Lock
+// tries selectWallet, which does not, first.
 const lockWallet = `
 	INSERT INTO wallets AS w (user_id) VALUES ($1)
 	ON CONFLICT (user_id) DO UPDATE SET user_id = w.user_id
 	RETURNING available, held, debt`
+
+const selectWallet = `SELECT available, held, debt FROM wallets WHERE user_id = $1 FOR UPDATE`
 
 // Lock reads a user's balance and locks the wallet row until the transaction
 // ends, creating an empty wallet when the user has none. Every movement of a
@@ -254,7 +258,10 @@ const lockWallet = `
 // one at a time; one row per user means there is no lock order to get wrong.
 func (l *Ledger) Lock(ctx context.Context, tx pgx.Tx, userID string) (Balance, error) {
 	b := Balance{UserID: userID}
-	err := tx.QueryRow(ctx, lockWallet, userID).Scan(&b.Available, &b.Held, &b.Debt)
+	err := tx.QueryRow(ctx, selectWallet, userID).Scan(&b.Available, &b.Held, &b.Debt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = tx.QueryRow(ctx, lockWallet, userID).Scan(&b.Available, &b.Held, &b.Debt)
+	}
 	if err != nil {
 		return Balance{}, fmt.Errorf("lock wallet %s: %w", userID, err)
 	}

@@ -358,3 +358,35 @@ func TestPostWithQueuedCommit(t *testing.T) {
 	require.Equal(t, 1, n)
 	requireClean(t, pool)
 }
+
+// Lock locks an existing wallet without writing a row version (another
+// transaction cannot take it meanwhile), and creates a missing one.
+func TestLockWithoutWriting(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.Pool(t)
+	ctx := context.Background()
+	l := ledger.New(nil, nil)
+	_, err := post(t, pool, l, ledger.Journal{UserID: "u1", Kind: "recharge", Reference: "recharge:o1",
+		Postings: []ledger.Posting{{ledger.Issuance("sandbox"), -60}, {ledger.Available, 60}}})
+	require.NoError(t, err)
+	version := func(user string) (x string) {
+		require.NoError(t, pool.QueryRow(ctx, `SELECT xmin::text FROM wallets WHERE user_id = $1`, user).Scan(&x))
+		return x
+	}
+	before := version("u1")
+	require.NoError(t, postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+		bal, err := l.Lock(ctx, tx, "u1")
+		require.Equal(t, ledger.Balance{UserID: "u1", Available: 60}, bal)
+		_, other := pool.Exec(ctx, `SELECT FROM wallets WHERE user_id = 'u1' FOR UPDATE NOWAIT`)
+		require.Error(t, other, "the wallet is locked")
+		return err
+	}))
+	require.Equal(t, before, version("u1"), "locking an existing wallet writes no row version")
+	require.NoError(t, postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+		bal, err := l.Lock(ctx, tx, "u3")
+		require.Equal(t, ledger.Balance{UserID: "u3"}, bal)
+		return err
+	}))
+	version("u3") // created
+	requireClean(t, pool)
+}

@@ -490,3 +490,93 @@ func TestCreateSameKeyAtOnce(t *testing.T) {
 	}
 	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM orders`))
 }
+
+// Concurrent credits of one user are judged one after the other: the risk
+// rules read the user's paid recharges under the wallet's lock, so each of
+// ten payments at once sees every one credited before it, whether or not the
+// user had a wallet.
+func TestConcurrentCreditsJudgedInTurn(t *testing.T) {
+	t.Parallel()
+	h := apptest.New(t)
+	for _, tc := range []struct {
+		user   string
+		wallet bool
+		bursts []int // the k-th credit counts k in its burst, with the earlier payment
+	}{
+		{"u1", true, []int{3, 4, 5, 6, 7, 8, 9, 10, 11}},
+		{"u2", false, []int{3, 4, 5, 6, 7, 8, 9, 10}},
+	} {
+		user := h.Token(tc.user, auth.RoleUser)
+		var before int64
+		if tc.wallet {
+			first := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p300"}, "r0")["id"].(string)
+			h.Pay(first, 3000, tc.user+"-T-0", tc.user+"-e-0")
+			before = 300
+		}
+		ids := make([]string, 10)
+		for i := range ids {
+			ids[i] = h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, fmt.Sprintf("r%d", i+1))["id"].(string)
+		}
+		var wg sync.WaitGroup
+		for i, id := range ids {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				h.Pay(id, 600, fmt.Sprintf("%s-T-%d", tc.user, i+1), fmt.Sprintf("%s-e-%d", tc.user, i+1))
+			}()
+		}
+		wg.Wait()
+		avail, _, _ := h.Wallet(tc.user)
+		require.EqualValues(t, before+10*60, avail)
+		require.Equal(t, 9, count(t, h, `SELECT count(*) FROM orders
+			WHERE user_id = $1 AND amount_fen = 600 AND risk->'flags' @> '[{"code": "duplicate_recharge"}]'`, tc.user))
+		var bursts []int
+		require.NoError(t, h.Pool.QueryRow(context.Background(), `
+			SELECT array_agg((f->'evidence'->>'count')::int ORDER BY (f->'evidence'->>'count')::int)
+			  FROM orders, jsonb_array_elements(risk->'flags') f WHERE user_id = $1 AND f->>'code' = 'burst'`, tc.user).Scan(&bursts))
+		require.Equal(t, tc.bursts, bursts, tc.user)
+	}
+	h.RequireClean()
+}
+
+// A trade being recorded for another order of the user (a channel reporting
+// one trade for two orders) while the webhook records it: the webhook waits
+// for the other transaction, finds the trade recorded and credits nothing.
+func TestTradeRecordedMeanwhile(t *testing.T) {
+	t.Parallel()
+	h := apptest.New(t)
+	ctx := context.Background()
+	user := h.Token("u1", auth.RoleUser)
+	first := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "r0")["id"].(string)
+	h.Pay(first, 600, "T-0", "e-0")
+	a := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "a")["id"].(string)
+	b := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "b")["id"].(string)
+
+	// Another transaction records trade T-X for order b and holds it open.
+	other, err := h.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer other.Rollback(ctx) //nolint:errcheck // committed below
+	_, err = other.Exec(ctx, `INSERT INTO payments (user_id, channel, trade_no, order_id, amount_fen, outcome, created_at)
+		VALUES ('u1', 'sandbox', 'T-X', $1, 600, 'amount_mismatch', now())`, b)
+	require.NoError(t, err)
+
+	done := make(chan *apptest.Response, 1)
+	go func() {
+		done <- h.Webhook(map[string]any{"event_id": "e-x", "type": "payment.succeeded", "order_id": a, "trade_no": "T-X", "amount_fen": 600})
+	}()
+	// The webhook waits to insert T-X.
+	require.Eventually(t, func() bool {
+		return count(t, h, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO payments%'`) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, other.Commit(ctx))
+
+	r := <-done
+	require.Equal(t, 200, r.Status, "body: %s", r.Body)
+	avail, _, _ := h.Wallet("u1")
+	require.EqualValues(t, 60, avail, "only the first order is credited")
+	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM orders WHERE id = $1 AND status = 'pending'`, a))
+	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM webhook_events WHERE event_key = 'e-x' AND outcome = 'duplicate_trade'`))
+	require.Zero(t, count(t, h, `SELECT count(*) FROM journals WHERE reference = $1`, "recharge:"+a))
+	h.RequireClean()
+}
