@@ -1,7 +1,6 @@
 package load
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -25,7 +24,8 @@ import (
 // client speaks the HTTP contract of API.md to one diamondd.
 type client struct {
 	base      string
-	http      *http.Client
+	conns     *conns       // the load's requests
+	http      *http.Client // the rest (metrics)
 	jwtSecret []byte
 	whSecret  []byte
 	timeout   time.Duration
@@ -56,20 +56,24 @@ func CheckLoopback(base string) error {
 }
 
 func newClient(base string, jwtSecret, whSecret string, conns int, timeout time.Duration) *client {
-	tr := &http.Transport{
-		Proxy:               nil, // loopback only: never through a proxy
-		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        conns * 2,
-		MaxIdleConnsPerHost: conns * 2,
-		MaxConnsPerHost:     0,
-		IdleConnTimeout:     30 * time.Second,
-		DisableCompression:  true,
+	u, err := url.Parse(base)
+	if err != nil {
+		panic(fmt.Sprintf("target %q: %v", base, err)) // CheckLoopback refused it at start
 	}
-	return &client{base: base, http: &http.Client{Transport: tr, Timeout: timeout},
+	tr := &http.Transport{
+		Proxy:              nil, // loopback only: never through a proxy
+		DialContext:        (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		IdleConnTimeout:    30 * time.Second,
+		DisableCompression: true,
+	}
+	return &client{base: base, conns: newConns(u.Host, conns*2, timeout), http: &http.Client{Transport: tr, Timeout: timeout},
 		jwtSecret: []byte(jwtSecret), whSecret: []byte(whSecret), timeout: timeout, tokens: map[string]string{}}
 }
 
-func (c *client) close() { c.http.CloseIdleConnections() }
+func (c *client) close() {
+	c.conns.close()
+	c.http.CloseIdleConnections()
+}
 
 // token mints (once) a token for a principal with the service's own secret.
 func (c *client) token(sub string, role auth.Role) string {
@@ -105,22 +109,15 @@ type request struct {
 // do sends one request. A transport failure is an error; any HTTP status is
 // a reply.
 func (c *client) do(ctx context.Context, r request) (*reply, error) {
-	var body io.Reader
+	hdrs := make([]header, 0, 5)
 	if r.body != nil {
-		body = bytes.NewReader(r.body)
-	}
-	req, err := http.NewRequestWithContext(ctx, r.method, c.base+r.path, body)
-	if err != nil {
-		return nil, err
-	}
-	if r.body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		hdrs = append(hdrs, header{"Content-Type", "application/json"})
 	}
 	if r.token != "" {
-		req.Header.Set("Authorization", "Bearer "+r.token)
+		hdrs = append(hdrs, header{"Authorization", "Bearer " + r.token})
 	}
 	if r.key != "" {
-		req.Header.Set("Idempotency-Key", r.key)
+		hdrs = append(hdrs, header{"Idempotency-Key", r.key})
 	}
 	if r.webhook {
 		// A channel signs each delivery anew, with the time of that delivery.
@@ -129,27 +126,21 @@ func (c *client) do(ctx context.Context, r request) (*reply, error) {
 		mac.Write([]byte(ts))
 		mac.Write([]byte("."))
 		mac.Write(r.body)
-		req.Header.Set("X-Sandbox-Timestamp", ts)
-		req.Header.Set("X-Sandbox-Signature", hex.EncodeToString(mac.Sum(nil)))
+		hdrs = append(hdrs, header{"X-Sandbox-Timestamp", ts}, header{"X-Sandbox-Signature", hex.EncodeToString(mac.Sum(nil))})
 	}
-	resp, err := c.http.Do(req)
+	status, raw, err := c.conns.do(ctx, r.method, r.path, hdrs, r.body)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, err
-	}
-	out := &reply{status: resp.StatusCode, body: raw}
-	if resp.StatusCode >= 300 {
+	out := &reply{status: status, body: raw}
+	if status >= 300 {
 		var p struct {
 			Code string `json:"code"`
 		}
 		if json.Unmarshal(raw, &p) == nil && p.Code != "" {
 			out.code = p.Code
 		} else {
-			out.code = "http_" + strconv.Itoa(resp.StatusCode)
+			out.code = "http_" + strconv.Itoa(status)
 		}
 	}
 	return out, nil
