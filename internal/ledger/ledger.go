@@ -206,8 +206,7 @@ func (l *Ledger) PostWith(ctx context.Context, tx pgx.Tx, j Journal, extra *pgx.
 	switch {
 	case errors.Is(err, pgx.ErrNoRows) && closeErr == nil:
 		// The user's first movement: create the wallet, then the postings.
-		var w Balance
-		if err = tx.QueryRow(ctx, lockWallet, j.UserID).Scan(&w.Available, &w.Held, &w.Debt); err == nil {
+		if _, err = tx.Exec(ctx, lockWallet, j.UserID); err == nil {
 			err = tx.QueryRow(ctx, postAfterLock, j.UserID, id, accounts, amounts, da, dh, dd).
 				Scan(&bal.Available, &bal.Held, &bal.Debt)
 		}
