@@ -175,6 +175,10 @@ type Response struct {
 	Status      int
 	ContentType string // empty when Body is empty
 	Body        []byte
+	// Code and Detail, when Code is set, ask for a refusal in the API's
+	// own problem format (API.md): the HTTP layer writes it, with the
+	// request id; ContentType and Body are then unused.
+	Code, Detail string
 }
 
 var (

@@ -116,15 +116,23 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 }
 
 func writeProblem(c echo.Context, p problem) error {
-	p.body["request_id"] = requestID(c)
+	if c.Request().Method == http.MethodHead {
+		return c.NoContent(p.status)
+	}
+	return p.write(c.Response())
+}
+
+// write sends the problem on w, whose headers already carry the request id.
+func (p problem) write(w http.ResponseWriter) error {
+	p.body["request_id"] = w.Header().Get(echo.HeaderXRequestID)
 	b, err := json.Marshal(p.body)
 	if err != nil {
 		return err
 	}
-	if c.Request().Method == http.MethodHead {
-		return c.NoContent(p.status)
-	}
-	return c.Blob(p.status, "application/problem+json", b)
+	w.Header().Set(echo.HeaderContentType, "application/problem+json")
+	w.WriteHeader(p.status)
+	_, err = w.Write(b)
+	return err
 }
 
 func requestID(c echo.Context) string {

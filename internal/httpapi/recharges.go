@@ -315,6 +315,9 @@ func (s *Server) lookup(ctx context.Context, route, key string, body any) (*stor
 type webhookResponse channel.Response
 
 func (r webhookResponse) VisitReceiveWebhookResponse(w http.ResponseWriter) error {
+	if r.Code != "" {
+		return newProblem(r.Status, r.Code, r.Detail).write(w)
+	}
 	if r.ContentType != "" {
 		w.Header().Set("Content-Type", r.ContentType)
 	}

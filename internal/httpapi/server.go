@@ -115,7 +115,7 @@ func New(d Deps) (*echo.Echo, error) {
 			"url": func(c echo.Context, err error) string { return c.Path() },
 		},
 	}))
-	e.Use(middleware.BodyLimit("64K"))
+	e.Use(middleware.BodyLimit("64KiB")) // API.md: over 64 KiB is 413 ("64K" would be 64 000 bytes)
 	e.Use(s.authenticate(roles))
 	if d.ValidateResponses {
 		router, err := gorillamux.NewRouter(spec)
@@ -208,12 +208,13 @@ func (s *Server) authenticate(roles map[string][]auth.Role) echo.MiddlewareFunc 
 			if !ok {
 				return next(c)
 			}
-			h := c.Request().Header.Get(echo.HeaderAuthorization)
-			token, found := strings.CutPrefix(h, "Bearer ")
-			if !found || token == "" {
+			// The scheme is case-insensitive (RFC 9110 §11.1).
+			scheme, token, _ := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
+			token = strings.TrimSpace(token)
+			if !strings.EqualFold(scheme, "Bearer") || token == "" {
 				return auth.ErrUnauthenticated
 			}
-			p, err := s.Verifier.Verify(strings.TrimSpace(token))
+			p, err := s.Verifier.Verify(token)
 			if err != nil {
 				return err
 			}

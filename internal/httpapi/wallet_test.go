@@ -30,6 +30,14 @@ func TestWalletAndEntries(t *testing.T) {
 
 	h.Do("GET", "/v1/wallet", apptest.Req{}).RequireStatus(t, 401)
 	h.Do("GET", "/v1/wallet", apptest.Req{Token: "garbage"}).RequireStatus(t, 401)
+	// the scheme is case-insensitive; only Bearer is accepted
+	for scheme, status := range map[string]int{"bearer": 200, "BEARER": 200, "Basic": 401, "Bearer  ": 200, "": 401} {
+		header := strings.TrimSpace(scheme + " " + user)
+		if scheme == "" {
+			header = user
+		}
+		h.Do("GET", "/v1/wallet", apptest.Req{Headers: map[string]string{"Authorization": header}}).RequireStatus(t, status)
+	}
 	r := h.Do("GET", "/v1/wallet", apptest.Req{Token: user}).RequireStatus(t, 200)
 	require.JSONEq(t, `{"user_id":"u1","available":0,"held":0,"debt":0}`, string(r.Body))
 
@@ -148,6 +156,16 @@ func TestSpends(t *testing.T) {
 		Body: `{"user_id":"u1","diamonds":5,"reference":"` + strings.Repeat("x", 70000) + `"}`})
 	require.Equal(t, 413, r.Status)
 	require.Equal(t, "payload_too_large", r.Code())
+	// 64 KiB is the limit: a body of exactly 65 536 bytes is read (and then
+	// judged on its content), one byte more is not
+	sized := func(n int) string {
+		head, tail := `{"user_id":"u1","diamonds":5,"reference":"g","description":"`, `"}`
+		return head + strings.Repeat("x", n-len(head)-len(tail)) + tail
+	}
+	r = h.Do("POST", "/v1/spends", apptest.Req{Token: svc, Key: "at-limit", Body: sized(64 << 10)})
+	require.Equal(t, "validation_failed", r.RequireStatus(t, 400).Code(), "the description is too long, the body is not")
+	r = h.Do("POST", "/v1/spends", apptest.Req{Token: svc, Key: "over-limit", Body: sized(64<<10 + 1)})
+	require.Equal(t, "payload_too_large", r.RequireStatus(t, 413).Code())
 	h.RequireClean()
 }
 

@@ -127,14 +127,22 @@ func TestWebhookRefusals(t *testing.T) {
 	tampered := h.Do("POST", "/v1/webhooks/sandbox", apptest.Req{Body: strings.Replace(string(body), "600", "6000", 1),
 		Headers: map[string]string{"X-Sandbox-Timestamp": fmt.Sprint(now), "X-Sandbox-Signature": sandbox.Sign(apptest.SandboxSecret, now, body)}})
 	require.Equal(t, 401, tampered.Status)
-	require.Equal(t, 401, h.Do("POST", "/v1/webhooks/sandbox", apptest.Req{Body: string(body)}).Status, "unsigned")
+	unsigned := h.Do("POST", "/v1/webhooks/sandbox", apptest.Req{Body: string(body), Headers: map[string]string{"X-Request-ID": "req-1"}})
+	require.Equal(t, 401, unsigned.Status, "unsigned")
+	// refusals are problems like every other error of the API
+	require.Equal(t, "application/problem+json", unsigned.Header.Get("Content-Type"))
+	require.JSONEq(t, `{"type":"https://diamondd.dev/problems/invalid-signature","title":"Unauthorized","status":401,
+		"detail":"the webhook signature or timestamp is not valid","code":"invalid_signature","request_id":"req-1"}`, string(unsigned.Body))
 	require.Equal(t, 0, count(t, h, `SELECT count(*) FROM webhook_events`))
 	avail, _, _ := h.Wallet("u1")
 	require.Zero(t, avail)
 
 	// verified but not understood: refused, nothing recorded
 	require.Equal(t, 400, h.SignedWebhook([]byte(`{"event_id":"x","type":"payment.teleported"}`), now, apptest.SandboxSecret).Status)
-	require.Equal(t, 400, h.SignedWebhook([]byte(`not json`), now, apptest.SandboxSecret).Status)
+	malformed := h.SignedWebhook([]byte(`not json`), now, apptest.SandboxSecret)
+	require.Equal(t, 400, malformed.Status)
+	require.Equal(t, "malformed_event", malformed.Code())
+	require.NotEmpty(t, malformed.JSON()["request_id"])
 	require.Equal(t, 0, count(t, h, `SELECT count(*) FROM webhook_events`))
 	require.Equal(t, 404, h.Do("POST", "/v1/webhooks/paypal", apptest.Req{Body: "{}"}).Status)
 

@@ -154,9 +154,7 @@ func (c *Channel) WebhookResponse(err error) channel.Response {
 
 // problem is a refusal in the API's own error format.
 func problem(status int, code, detail string) channel.Response {
-	b, _ := json.Marshal(map[string]any{"type": "https://diamondd.dev/problems/" + code, "title": http.StatusText(status),
-		"status": status, "detail": detail, "code": code})
-	return channel.Response{Status: status, ContentType: "application/problem+json", Body: b}
+	return channel.Response{Status: status, Code: code, Detail: detail}
 }
 
 // QueryPayment: the sandbox has no record of payments beyond its webhooks.
