@@ -205,7 +205,7 @@ func rechargeConfig(cfg config.Config) (recharge.Config, error) {
 			Maintenance: slices.Contains(cfg.ChannelsMaintenance, name)}
 		if name == monthlypay.Name {
 			// A minor never pays on credit.
-			p.MaxFen, p.AllowMinors = cfg.MonthlyPayMaxFen, false
+			p.MaxFen, p.AllowMinors = min(cfg.MonthlyPayMaxFen, cfg.RechargeMaxFen), false
 		}
 		policies[name] = p
 	}

@@ -245,9 +245,17 @@ type Draft struct {
 // Prepare prices the request, checks the channel's eligibility and asks the
 // channel for what the client needs to pay.
 func (s *Service) Prepare(ctx context.Context, p Payer, r CreateRequest) (Draft, error) {
-	amount, diamonds, err := s.cfg.Pricing.Quote(r.PackageID, r.AmountFen)
-	if err != nil {
-		return Draft{}, err
+	amount, diamonds, quoteErr := s.cfg.Pricing.Quote(r.PackageID, r.AmountFen)
+	switch {
+	case quoteErr != nil && r.PackageID != "":
+		return Draft{}, quoteErr // an unknown package
+	case quoteErr != nil:
+		// The channel is judged first, as GET /v1/channels judges it: an
+		// amount outside a channel's limits (the custom-amount range is
+		// every channel's) is 422 channel_unavailable with the reason the
+		// list gave; only what no channel decides (whole diamonds, a
+		// missing amount) is left to the quote's 400.
+		amount = r.AmountFen
 	}
 	if _, err := s.channels.Get(r.Channel); err != nil {
 		return Draft{}, fault.New(fault.Unprocessable, "channel_unavailable", "channel %q is not offered", r.Channel).
@@ -259,6 +267,9 @@ func (s *Service) Prepare(ctx context.Context, p Payer, r CreateRequest) (Draft,
 	}
 	if !e.Available {
 		return Draft{}, fault.New(fault.Unprocessable, "channel_unavailable", "%s", e.Reason).With("reason_code", e.ReasonCode)
+	}
+	if quoteErr != nil {
+		return Draft{}, quoteErr
 	}
 	now := s.now().UTC()
 	o := Order{

@@ -2,6 +2,7 @@ package recharge_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -90,21 +91,38 @@ func TestRechargeValidation(t *testing.T) {
 		body   string
 		status int
 		code   string
+		reason string // reason_code, as GET /v1/channels gives it for the amount
 	}{
-		"both":          {`{"channel":"sandbox","package_id":"p60","amount_fen":600}`, 400, "validation_failed"},
-		"neither":       {`{"channel":"sandbox"}`, 400, "validation_failed"},
-		"unknown pkg":   {`{"channel":"sandbox","package_id":"p1"}`, 400, "unknown_package"},
-		"below min":     {`{"channel":"sandbox","amount_fen":90}`, 400, "invalid_amount"},
-		"above max":     {`{"channel":"sandbox","amount_fen":5000010}`, 400, "invalid_amount"},
-		"part diamond":  {`{"channel":"sandbox","amount_fen":1234}`, 400, "invalid_amount"},
-		"float":         {`{"channel":"sandbox","amount_fen":600.5}`, 400, "validation_failed"},
-		"unknown field": {`{"channel":"sandbox","amount_fen":600,"currency":"USD"}`, 400, "validation_failed"},
-		"unknown chan":  {`{"channel":"paypal","amount_fen":600}`, 422, "channel_unavailable"},
+		"both":          {`{"channel":"sandbox","package_id":"p60","amount_fen":600}`, 400, "validation_failed", ""},
+		"neither":       {`{"channel":"sandbox"}`, 400, "validation_failed", ""},
+		"unknown pkg":   {`{"channel":"sandbox","package_id":"p1"}`, 400, "unknown_package", ""},
+		"below min":     {`{"channel":"sandbox","amount_fen":90}`, 422, "channel_unavailable", "amount_below_min"},
+		"above max":     {`{"channel":"sandbox","amount_fen":5000010}`, 422, "channel_unavailable", "amount_above_max"},
+		"part diamond":  {`{"channel":"sandbox","amount_fen":1234}`, 400, "invalid_amount", ""},
+		"float":         {`{"channel":"sandbox","amount_fen":600.5}`, 400, "validation_failed", ""},
+		"unknown field": {`{"channel":"sandbox","amount_fen":600,"currency":"USD"}`, 400, "validation_failed", ""},
+		"unknown chan":  {`{"channel":"paypal","amount_fen":600}`, 422, "channel_unavailable", "channel_disabled"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := h.Do("POST", "/v1/recharges", apptest.Req{Token: user, Key: "k-" + name, Body: tc.body})
 			require.Equal(t, tc.status, r.Status, "body: %s", r.Body)
 			require.Equal(t, tc.code, r.Code(), "body: %s", r.Body)
+			if tc.reason == "" {
+				return
+			}
+			require.Equal(t, tc.reason, r.JSON()["reason_code"])
+			var req struct {
+				Channel   string `json:"channel"`
+				AmountFen int64  `json:"amount_fen"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(tc.body), &req))
+			list := h.Do("GET", fmt.Sprintf("/v1/channels?amount_fen=%d", req.AmountFen), apptest.Req{Token: user}).RequireStatus(t, 200)
+			for _, e := range list.JSON2() {
+				if e["channel"] == req.Channel {
+					require.Equal(t, false, e["available"])
+					require.Equal(t, tc.reason, e["reason_code"], "the list says what creation says")
+				}
+			}
 		})
 	}
 	r := h.Do("POST", "/v1/recharges", apptest.Req{Token: user, Body: `{"channel":"sandbox","amount_fen":600}`}).RequireStatus(t, 400)
