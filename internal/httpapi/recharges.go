@@ -165,8 +165,30 @@ func (s *Server) listRecharges(ctx context.Context, userID string, limit *int, c
 	return out, nil
 }
 
+// orderID and refundID read an id from a path. Ids are opaque (API.md): one
+// this API could not have issued names nothing, so it is not found.
+func orderID(s string) (uuid.UUID, error) {
+	id, err := uuid.Parse(s)
+	if err != nil {
+		return uuid.Nil, fault.New(fault.NotFound, "not_found", "no such recharge order")
+	}
+	return id, nil
+}
+
+func refundID(s string) (uuid.UUID, error) {
+	id, err := uuid.Parse(s)
+	if err != nil {
+		return uuid.Nil, fault.New(fault.NotFound, "not_found", "no such refund")
+	}
+	return id, nil
+}
+
 func (s *Server) GetRecharge(ctx context.Context, r oapi.GetRechargeRequestObject) (oapi.GetRechargeResponseObject, error) {
-	o, err := s.Recharges.Get(ctx, principal(ctx).Subject, r.Id)
+	id, err := orderID(r.Id)
+	if err != nil {
+		return nil, err
+	}
+	o, err := s.Recharges.Get(ctx, principal(ctx).Subject, id)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +200,11 @@ func (s *Server) GetRecharge(ctx context.Context, r oapi.GetRechargeRequestObjec
 }
 
 func (s *Server) GetAdminRecharge(ctx context.Context, r oapi.GetAdminRechargeRequestObject) (oapi.GetAdminRechargeResponseObject, error) {
-	o, err := s.Recharges.Get(ctx, "", r.Id)
+	id, err := orderID(r.Id)
+	if err != nil {
+		return nil, err
+	}
+	o, err := s.Recharges.Get(ctx, "", id)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +229,11 @@ func (s *Server) GetAdminRecharge(ctx context.Context, r oapi.GetAdminRechargeRe
 }
 
 func (s *Server) CancelRecharge(ctx context.Context, r oapi.CancelRechargeRequestObject) (oapi.CancelRechargeResponseObject, error) {
-	o, err := s.Recharges.Cancel(ctx, principal(ctx).Subject, r.Id)
+	id, err := orderID(r.Id)
+	if err != nil {
+		return nil, err
+	}
+	o, err := s.Recharges.Cancel(ctx, principal(ctx).Subject, id)
 	if err != nil {
 		return nil, err
 	}

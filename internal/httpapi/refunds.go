@@ -91,16 +91,20 @@ func (s *Server) submit(ctx context.Context, r refund.Refund) {
 func (r stored) VisitReturnPaymentResponse(w http.ResponseWriter) error { return r.write(w) }
 
 func (s *Server) ReturnPayment(ctx context.Context, r oapi.ReturnPaymentRequestObject) (oapi.ReturnPaymentResponseObject, error) {
+	id, err := orderID(r.Id)
+	if err != nil {
+		return nil, err
+	}
 	var created refund.Refund
 	body := struct {
 		Order   string `json:"order"`
 		TradeNo string `json:"trade_no"`
 		Note    string `json:"note"`
-	}{r.Id.String(), r.TradeNo, r.Body.Note}
+	}{id.String(), r.TradeNo, r.Body.Note}
 	out, err := s.idempotent(ctx, "/v1/admin/recharges/:id/payments/:trade_no/return", deref(r.Params.IdempotencyKey), body,
 		http.StatusCreated, func(ctx context.Context, tx pgx.Tx) (any, error) {
 			var err error
-			if created, err = s.Refunds.ReturnPayment(ctx, tx, actor(ctx), r.Id, r.TradeNo, r.Body.Note); err != nil {
+			if created, err = s.Refunds.ReturnPayment(ctx, tx, actor(ctx), id, r.TradeNo, r.Body.Note); err != nil {
 				return nil, err
 			}
 			tl, err := recharge.Timeline(ctx, tx, created.UserID, created.ID)
@@ -158,7 +162,11 @@ func (s *Server) GetAdminRefund(ctx context.Context, r oapi.GetAdminRefundReques
 
 // refundView reads a refund with its timeline (and, for support, its
 // order's flags).
-func (s *Server) refundView(ctx context.Context, userID string, id uuid.UUID, admin bool) (oapi.Refund, error) {
+func (s *Server) refundView(ctx context.Context, userID, rawID string, admin bool) (oapi.Refund, error) {
+	id, err := refundID(rawID)
+	if err != nil {
+		return oapi.Refund{}, err
+	}
 	r, err := s.Refunds.Get(ctx, userID, id)
 	if err != nil {
 		return oapi.Refund{}, err
@@ -243,11 +251,15 @@ func (s *Server) ListAdminRefunds(ctx context.Context, r oapi.ListAdminRefundsRe
 
 // refundAction runs a support or user action on a refund in a transaction
 // and answers the refund as it now stands.
-func (s *Server) refundAction(ctx context.Context, admin bool, act func(tx pgx.Tx) (refund.Refund, error)) (oapi.Refund, error) {
+func (s *Server) refundAction(ctx context.Context, admin bool, rawID string, act func(tx pgx.Tx, id uuid.UUID) (refund.Refund, error)) (oapi.Refund, error) {
+	id, err := refundID(rawID)
+	if err != nil {
+		return oapi.Refund{}, err
+	}
 	var r refund.Refund
-	err := postgres.WithTx(ctx, s.Pool, func(tx pgx.Tx) error {
+	err = postgres.WithTx(ctx, s.Pool, func(tx pgx.Tx) error {
 		var err error
-		r, err = act(tx)
+		r, err = act(tx, id)
 		return err
 	})
 	if err != nil {
@@ -263,29 +275,29 @@ func (s *Server) refundAction(ctx context.Context, admin bool, act func(tx pgx.T
 }
 
 func (s *Server) ApproveRefund(ctx context.Context, r oapi.ApproveRefundRequestObject) (oapi.ApproveRefundResponseObject, error) {
-	out, err := s.refundAction(ctx, true, func(tx pgx.Tx) (refund.Refund, error) {
-		return s.Refunds.Approve(ctx, tx, actor(ctx), r.Id, r.Body.Note)
+	out, err := s.refundAction(ctx, true, r.Id, func(tx pgx.Tx, id uuid.UUID) (refund.Refund, error) {
+		return s.Refunds.Approve(ctx, tx, actor(ctx), id, r.Body.Note)
 	})
 	return oapi.ApproveRefund200JSONResponse(out), err
 }
 
 func (s *Server) RejectRefund(ctx context.Context, r oapi.RejectRefundRequestObject) (oapi.RejectRefundResponseObject, error) {
-	out, err := s.refundAction(ctx, true, func(tx pgx.Tx) (refund.Refund, error) {
-		return s.Refunds.Reject(ctx, tx, actor(ctx), r.Id, r.Body.Note, r.Body.ReasonCode)
+	out, err := s.refundAction(ctx, true, r.Id, func(tx pgx.Tx, id uuid.UUID) (refund.Refund, error) {
+		return s.Refunds.Reject(ctx, tx, actor(ctx), id, r.Body.Note, r.Body.ReasonCode)
 	})
 	return oapi.RejectRefund200JSONResponse(out), err
 }
 
 func (s *Server) CancelRefund(ctx context.Context, r oapi.CancelRefundRequestObject) (oapi.CancelRefundResponseObject, error) {
-	out, err := s.refundAction(ctx, false, func(tx pgx.Tx) (refund.Refund, error) {
-		return s.Refunds.Cancel(ctx, tx, actor(ctx), r.Id)
+	out, err := s.refundAction(ctx, false, r.Id, func(tx pgx.Tx, id uuid.UUID) (refund.Refund, error) {
+		return s.Refunds.Cancel(ctx, tx, actor(ctx), id)
 	})
 	return oapi.CancelRefund200JSONResponse(out), err
 }
 
 func (s *Server) AddRefundEvidence(ctx context.Context, r oapi.AddRefundEvidenceRequestObject) (oapi.AddRefundEvidenceResponseObject, error) {
-	out, err := s.refundAction(ctx, false, func(tx pgx.Tx) (refund.Refund, error) {
-		return s.Refunds.AddEvidence(ctx, tx, actor(ctx), r.Id, toEvidence(&r.Body.Evidence))
+	out, err := s.refundAction(ctx, false, r.Id, func(tx pgx.Tx, id uuid.UUID) (refund.Refund, error) {
+		return s.Refunds.AddEvidence(ctx, tx, actor(ctx), id, toEvidence(&r.Body.Evidence))
 	})
 	return oapi.AddRefundEvidence200JSONResponse(out), err
 }

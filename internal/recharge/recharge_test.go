@@ -127,7 +127,13 @@ func TestRechargeValidation(t *testing.T) {
 	}
 	r := h.Do("POST", "/v1/recharges", apptest.Req{Token: user, Body: `{"channel":"sandbox","amount_fen":600}`}).RequireStatus(t, 400)
 	require.Equal(t, "idempotency_key_required", r.Code())
-	h.Do("GET", "/v1/recharges/not-a-uuid", apptest.Req{Token: user}).RequireStatus(t, 400)
+	// ids are opaque: one the API never issued is not found, whatever its shape
+	for _, path := range []string{"/v1/recharges/not-a-uuid", "/v1/refunds/not-a-uuid"} {
+		require.Equal(t, "not_found", h.Do("GET", path, apptest.Req{Token: user}).RequireStatus(t, 404).Code())
+	}
+	require.Equal(t, "not_found", h.Do("POST", "/v1/recharges/not-a-uuid/cancel", apptest.Req{Token: user}).RequireStatus(t, 404).Code())
+	support := h.Token("agent", auth.RoleSupport)
+	require.Equal(t, "not_found", h.Do("POST", "/v1/admin/refunds/x/approve", apptest.Req{Token: support, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 404).Code())
 }
 
 func TestWebhookRefusals(t *testing.T) {

@@ -731,7 +731,7 @@ type Wallet struct {
 type Cursor = string
 
 // ID defines model for ID.
-type ID = openapi_types.UUID
+type ID = string
 
 // IdempotencyKey defines model for IdempotencyKey.
 type IdempotencyKey = string
@@ -1026,7 +1026,7 @@ func (w *ServerInterfaceWrapper) GetAdminRecharge(ctx echo.Context) error {
 	// ------------- Path parameter "id" -------------
 	var id ID
 
-	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
 	}
@@ -1042,7 +1042,7 @@ func (w *ServerInterfaceWrapper) ReturnPayment(ctx echo.Context) error {
 	// ------------- Path parameter "id" -------------
 	var id ID
 
-	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
 	}
@@ -1147,7 +1147,7 @@ func (w *ServerInterfaceWrapper) GetAdminRefund(ctx echo.Context) error {
 	// ------------- Path parameter "id" -------------
 	var id ID
 
-	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
 	}
@@ -1163,7 +1163,7 @@ func (w *ServerInterfaceWrapper) ApproveRefund(ctx echo.Context) error {
 	// ------------- Path parameter "id" -------------
 	var id ID
 
-	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
 	}
@@ -1179,7 +1179,7 @@ func (w *ServerInterfaceWrapper) RejectRefund(ctx echo.Context) error {
 	// ------------- Path parameter "id" -------------
 	var id ID
 
-	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
 	}
@@ -1436,7 +1436,7 @@ func (w *ServerInterfaceWrapper) GetRecharge(ctx echo.Context) error {
 	// ------------- Path parameter "id" -------------
 	var id ID
 
-	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
 	}
@@ -1452,7 +1452,7 @@ func (w *ServerInterfaceWrapper) CancelRecharge(ctx echo.Context) error {
 	// ------------- Path parameter "id" -------------
 	var id ID
 
-	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
 	}
@@ -1522,7 +1522,7 @@ func (w *ServerInterfaceWrapper) GetRefund(ctx echo.Context) error {
 	// ------------- Path parameter "id" -------------
 	var id ID
 
-	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
 	}
@@ -1538,7 +1538,7 @@ func (w *ServerInterfaceWrapper) CancelRefund(ctx echo.Context) error {
 	// ------------- Path parameter "id" -------------
 	var id ID
 
-	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
 	}
@@ -1554,7 +1554,7 @@ func (w *ServerInterfaceWrapper) AddRefundEvidence(ctx echo.Context) error {
 	// ------------- Path parameter "id" -------------
 	var id ID
 
-	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
 	}
@@ -4141,86 +4141,87 @@ func (sh *strictHandler) ReceiveWebhook(ctx echo.Context, channel string) error 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7F17b9vIdv8qB2yBtVFFcrLJ7dZB/0i93jb35t4YSS6CIgnkEXkkzpqc4c4MLWsNA/0O/Yb9JMW8+NJQ",
-	"ohTZ6zTNXwof8zi/M+d96Nso5nnBGTIlo9PbKEWSoDA/XyeYF1whU++wyMgKE301QRkLWijKWXQaXSpR",
-	"4iUsU2SgUgSBsuBMIlBp/i8VF5gAL1XMcwQ+B8IAicgoChD4W4lSwZKq1D5NcoRq2nj15C+4GkejSMYp",
-	"5kTPjqzMo9NPkZ42+jKK1KrA6DSSSlC2iO7u7kZRQQTJUblNnJVCcqF/Ub3e30oUq2gUMZLr92J7tzlD",
-	"Tm7eIFuoNDp9dnKyPsMoev1zNVxBVFqPRpNoFOlNUaFppdfYHHnORU5UdBqVpXkyMHK99b/gap3a79zY",
-	"wBngNYoVXLx9/wFUShTk/Bol5JzhCriAWCBRKDW5+exXjBUcPT85AVrPML3C1dSv1mDASwVUHb+Ep//z",
-	"X//97MULKARliswyhFfvz16/1lCYbVsmqTfegaxFz/VdvqE5VX2IZOZmc4AE56TMlIZjpNGhuWaBpxqb",
-	"nDL3v4qalClcoDAT/V2i6AWrlCimWxBr8MLTZz+Z+ar/B3nPs79hvQvBZxnm+mfMmT5H+icpiozGRCM6",
-	"KewT//Sr1PDeNmb+R4Hz6DT6h0l9Oif2rpz4cc2MbQZ5xeDdL2fwL89f/DO4wceGFO5dPfSrJKfsHc5L",
-	"lryzB9AsK0moHoRkF4IXKBTVm5iTTOIoKhqXbiOS85Kp6RxZi6spU396HrUhcv82IzWK4owsZyS+asEd",
-	"lUwWyNSUs0wziD/6ncsky/hymuBMc81SUIVTPp8HZEOHVt2TfhJ4Aa9pgixGw0IKc7kNmnP/wp2hw2v7",
-	"ztN6bCIEWem7XCSW/7YLBs1WRHI2jXmC21bggdUv6Fc9m+/Mzc1z8ale7qh1cOpl1fS24kbP/aooBL/G",
-	"/biMcYVDUOos1LwWXEyZUHXOlDBytcPRseeJNdKTWFn1Eb4zFTzD8O25wp4XVQv0hCh8omiOIeRnOOci",
-	"PMFA3vF0XLthSeN4o++uvR643+CrzYCYVVkqtmg28lRvz9VcV5PXzDYM7XrBfUMtk7Wxrc7toAPc4JK7",
-	"9UPL8EZN48qiYGWWae3oFccWQpj524OE9nKWEsYwO8/ogs5oRlWIYa8JdVNX9J9xniExhz62QwSBs4d2",
-	"wPLXxI4XwG70aUKlft3ga1XCDLUszimrL5EZv8ZpTm4iI3C4mDKupkZomzdjgQlV5iIvkDWvUSbL+ZzG",
-	"VGvO6upc8N+R1f/n1yiSUvOGoPJqOst4fKVH0bv7MtoRI0+4UYPCbTpUBNwA3QVZ5U7b76Q5A4pxA5DW",
-	"wkumu4gTZ4e30DRkbKKYU5kTFWtbKSmtsYJBfSqMrhmqxJQgCU4Z3y4yahSqd0ZN2tX7aFEhiIjZ3RvK",
-	"cMMh2gEQY57u8LxURJWySW8t9a71yitG9hwcInFZJDuDXEpMdljiYEleC+OaCo3ZRh2CVptv7WIzSPuZ",
-	"CptB2WyPnhwetQ7ZmsRyA4eI0GuaxJrvW2tpiKYUMw2IMX9D/GNPzbon+TMlOWeJfAkFl1TvDUiSSFDc",
-	"OOJu1jG8ZXCpB78EAgwXxD5pBtUuPsMl6NtAWAKkHoszBIEFWUmgSruNQ2TdHvKsx3j5lZeCkazPtrmi",
-	"LHwjx5z3KM05Cu8JDLB3GgsYVRBWaLgVNIfdKsgMexzCwvljjZvzhke1wwn3iFXhH7zRZCxFFuT6a5KV",
-	"YedhF5/HgWQH27SZ/aTWAZ3LnDL/vy6unT1Vk4b28x9IMk2ZLoPV4nAzwTZItwsSX5EFHsAkSpzkGvh4",
-	"jwjIyCxoVoUOczVjxwixYwR3W0d+2rv1pnRbGL+3MTbJyBVOYyIR9HMQZ9rylSCXVMUpcDaOgkENRWjY",
-	"QkQhuGhLhnWrrCMFcnIztXbdjpZRx1kIiFBzSPpk8hqPNYZWVPU42T3uaQdF51jaYRpmSW/g4h2ShDKU",
-	"ch3BhCgyI7JvjwmVW7bnRZhAkqysYzu1v7daEtXCq0WEFx+nRBzkrG10PzIud9TW+2j4HY873hRUoNxp",
-	"inlGFnL9VP7CBciyKLhQI8DxYgwd/2gEGVE4Lay3N4LKWfKXTLx88Mkb6EYZJzogQ+xK4ZriUgJn2aoh",
-	"LRqhgcIK4r5jWBC6Gz4FWfXrPWs5tBf6MSXK2JhWvAFDtHZnQVYjcBwHssCYzmnc2ETN4Y68cigVBmnX",
-	"ju8eAEhQebU1/KqfCZ73AlmiaWZpHPkDpG1jQm0UpSBCUZJlKyeB0dmI9mfI0NGoZM65HbTLD+6FXiuw",
-	"6aXvwGHBwOAe74f0by2v6+hMUw839HPj+LfEjeVTf9Q3Sc1DmNiVBP6jrGy/gKGGaRuo8xsSq2xlnDg+",
-	"h1piWC+vIr2G794zQ7UGatjyz7dZ8l05t8u7PcGoMJ312TyAoiWl4lNi0yVJT0y3kSPbLRWmbQwWDi/t",
-	"o5H9O7NVUIMkGNNk0+1WDm6jvg+HLECRK2SgadGsO9BIgCzjWOuTgSGHr3LBuidbi/FS4LQOsK9tzkRr",
-	"1jb2dg4q5RLB730EKV9CTtgKligQilIBZ5DyLFnb8ZJIIHGMhcLkpS/BUPY9khnDEgyTwJEJ1HABmjMU",
-	"MuDz+QhmK6eMLXdBwTMar44HEnCgzeLd9/a+1+wlI1/c76lAVQoGC3qNFmvib9l6hxkvF6kCxlVK2QKO",
-	"/A8qzWYwMW+ZjVTHRZqiBbKwCYW1+aPKtHCzB8+MTYX2GI1bDJCtRuBOaWH78C5miQ9aBiXMdg9OlrOc",
-	"Skk56/HUZEamCZLE2yRBibI171QbT9sz3e/ts/diC+0ZfN8hL9pIq1dWjgs79Zk4lR7o5qUqYdZVJ13k",
-	"OjDVXNExmbZE7S39D2MvGTX6x1lLjZKJVsxfazKmSDYV3qJrSo3qks1rNp6xPn2M1JKfqxRFUJY8rjKc",
-	"768+pr/KZVttS0v6rLt5U4FaBeizWB/DQvAYpbReoDNV2h6gQD2+TYITFmOW9Th+78yD91tZs0bXxgt/",
-	"er6bFe3KN7ZS1emy9oIrXTtMmlB59UtGgupVxu1qmma1YCvSZp7b6C/6WXpjvJ4jaoHRkBCzUkgjY1kp",
-	"S5JNq8yQlSU+ZfRly6HbFHZZW/LQzTt9Yh8P7f29ZvJN+fSq9ume0n67OBH75wg2Jf12VfR17ryZTegQ",
-	"bKeEoAFhPwHQL+dfBMXARnIG9MwAVdOibbfkeotrf6CSxiAk9bpCNG9bjKEyQv71JX+9BXs7puHMrHXp",
-	"XW9h5EeSZai21Jj1ueIpgqYjxIQZNzMZ6DiaIEX/uHypvdmC0ATmVEgFc8FzM5s25sAL0jG8d/pWu32u",
-	"9AuWKc0QTOEZ/I6CD1xS2DmvlqRva2/Z+t0SKINC8IVAOTTasEehzfZSD4+j5g+MS0HV6r1WhBbDGRJh",
-	"JbH99Ytf5Z8/fvBF9sYLtM9Vo6ZKFba+nLJ5KBaMWSareAUcEbimQpUkg7gU+vysjmHOBQgkmetJ0L69",
-	"p51KMR9/Zn81N6iEy9qWvYQjQ0E4+9t/whzZ8aiehggEc9MEOgSaC4zDPONEyfFndm4SnuZytwxewtLE",
-	"WC61drvUk0qTdR3DOYlT0IxvavJ/kJ/Z5c0TwTOUl5BRqSyX//njBzAXwdUuguIQkywDquCIzCQydaoX",
-	"o/gVMpPVwOR4/JlVicdTL2dMUQEKaUn5dHwyPjEWb4GMFDQ6jX4cn4x/NMEIlRoYJ6nJzP+ufy/sWa0W",
-	"/DqJTl3m/veo04Hw7ORkQ/fBbl0Hrjgg0HTw92Lc4r/o9NMXbd/mOdFSMvqQIjjTV9O9LEzc35h0nyJe",
-	"yOiLfnuSoxI0lr17/Ku7v3WPCm/UpMgI7ewu0K/R3oibQR9tDfmF4DmqFEsJekiwR3zzXhvvuP2EN2sC",
-	"c/14vrO37xHOOsUdIISZfqyZ8sXJjw8z5d+4Fut22i285LPfmpkEkjg11RNavuR0IbTNFKb59dMJSXLK",
-	"JqRMbANSkPZvqFSmDDxq95J9Cu+ufmRiG5vuRlsfdE1pd1/uEeC6JD7UJwQFWZjsjqn2049Cxhdjq5pd",
-	"A054/GrBjT6kJkLnpi/NJc7B1viPgOEStRrXyryJjgFEqzMnco39Yt81PrL5Nc2QJF0QvQ0gJ7c0uetF",
-	"899RuYanyvfaDdTXP98vTnWycB0mze0mJnEIYF6xlR1sZBsuqdZszqCtE+8m/yuttqbyCowHfB+ITXwW",
-	"f3Lrc853Exd217Yol0G5qO9fNML1u0I5CjYDNurMD9UNuF0KdLo9LZcZf+7feLI6nCBod2Hdta1Nvcm7",
-	"NfZ+ekD2trHdMHO7JJaF3ZjxagQ+YmaYkDPDqEuy8rXJjlPHxiQONCs/aXYrh5bm3poE+pvdMr/qnFke",
-	"1UbEvMyyRtrKSdul4Gzha6iPqDIpPMYV+E6MEUiurcp2huv4UIfQmOCbtV/dISrXD1moa7dyOXdhCp+6",
-	"GXBUHpVmbSQ+NqpWR+pDyG4HxksruS21/7Udah655K/+Db+VWCIcmWCitFrX3LeGLc8SrYx9Bmh/zhr1",
-	"iOkzE7pqsNHuovqBZON6L/SjkY9vTTvcSAsSi+qjlXh6pUC8MNd+PzFRoZdAQGLMWQIm5+4lu28KOZg0",
-	"G2oC7seKPz+EONmsIQ9l/9nRAgag0bXKm5s/yHsw/mqkJo4P+u28ymb5OsQehzH1sKxS208HYRo7Vn26",
-	"K2kERwQ00EBMUZENtzZUkEoFypRnyUtgeI0CVrwUwJfs+B4YyuZNN/kNNl362NipncZ9lNzkU9KHMWPM",
-	"l2jWmemlEUZVoNfVfikOVQD8QExD5dWkSif3GsA+uTvQ+nUVf6HvFB02+fvtWcqNouqNtrLGZIGJVT8H",
-	"MpldtKEa25U61mU9TzwmkKDCWHFxH4EqbQnJya1L6txNrJv3xJeqFWWACd+janSu7yqw3HeP7ktorbdr",
-	"P7DgapCmR3hZGoOm8SF4yRi4XJjQwwKddfuD+dqWSrPVtCCr9pSD+GYQtyBTwiVke8WVxvvcPbcvr3xj",
-	"kqVuh94oVhz1DmU+O9gzTBYoDNTyISRGFTjdygWV0Pte+GC4hjmcZmlwgh30YXhge9zOckBP2O7/Kv4P",
-	"HotrwO9GfQj8l1WVTl+MQyPoanm+ymC4J6Tc0noUtt3egeHxg34dHi7fsPnonfmHBjkMrdr+wAdC967h",
-	"/moEd2mVbX6hbK3Wdh1mT6LDJZljzuZ0UQpMfFLIRbaWKaoUhU0XaSawBWraTFMplT754qJgTQapVW2b",
-	"SUzrUMUSrrlwM0tc+IceAhL/fY0BOPh1HQIHU45hvXbfJyqBm9YyFLvTdZihs7+R892bLh+qAzHAeNmC",
-	"2ebkz/71Fg+T+em2SD942qe/6sMSMIEj0nIwDVxApS2LJQo4i23u7lEmhewuTKzPBVlcJcveQmFrluf/",
-	"a3zesqqoa+2Yr+V8vhaKiW1R6o+6n5n73zYqI7Df6TgEOpYeQMAXrdsjfWRmkEAV+E+jWGvmeB+EtruJ",
-	"+7qI37vj11KeW10/j8ReuvMx10w80nKJV+4jCHBUZZVGJjFZKv7Ep0SPH3HVmP1bGFVuzP6pjIDO3MBW",
-	"bSEwQF9+1wURIWVZHest2nI3EAZrym8WjxFU/cqHgOYjVWkiyLI+DlLRLGvXQu2NRrODtqf+JEnsrs/r",
-	"jyo8mqKB7mdHH2HZwEECeUkCHilTCrBWNWDku6sVIFWhgvluleJ1mYqCnEsFakljPN6VcUxTo9xwco3G",
-	"th3Rj1RhtzqFH1hfW8IEeEXfUI9WG5tl13neqgql0fKo1caCzhVIFNddznJc0wk02wdr3toe06/i+d98",
-	"WL5lPK8H5h0pNp1E+8ighLjd1L4p8e880d1Caliqewh6OEs5v5KTW+fc3jVlavevWMklCkx8I6Z74wcJ",
-	"fMlcG+YpXJovqEh5aSqOX2XUfED02clz8/+PeJYSBRf22glc3n6O+NVnJ/EuPzP9kP2bcyyZ8Rs4Ipnk",
-	"rnhZYIIZvUaxOh7DK5iRRGsa8wEltgBJF4yoUpgGxOcnT03trC0Nkb5bwzb+dosQzReBPlpK9GSK2n1J",
-	"9RcvB7UlPQ/8eaTBSoXHCtUTqQSSvM2fVV5qRhkxeazgnz7brFOeB3COrxhfGhZL4KhG7LjLxoNP0npT",
-	"/CH/3Npo/9biDy02JvXGbWeQMLaNJNnm7tdXVS9RPRbjis7dDkdwjYLOaV3s1j46Nedy9xFBsoQZT1at",
-	"w+xOqj677bXU3xP49EXzlVZonnlLkbnvBpxOJhmPSZZyqU5/OvnpxAhIN/ptXTPpw1la0FYXrUHWuFSt",
-	"pnnN6az6itO3jSs209u4wAsZ3X25+98AAAD//w==",
+	"7F17b9vIdv8qB2yBtVFGcna9t1sH/cPNetvcm3tjJLkIiiSQR+SROGtyhjsztKw1DPQ79Bv2kxTz4kMa",
+	"SpQie52m+UvhYx7nd+a8D30XJbwoOUOmZHR2F2VIUhTm56sUi5IrZOotljlZYqqvpigTQUtFOYvOoisl",
+	"KryCRYYMVIYgUJacSQQqzf+l4gJT4JVKeIHAZ0AYIBE5RQECf6tQKlhQldmnSYFQT5ssn/0Fl6MojmSS",
+	"YUH07MiqIjr7GOlpo89xpJYlRmeRVIKyeXR/fx9HJRGkQOU28bISkgv9i+r1/lahWEZxxEih30vs3fYM",
+	"Bbl9jWyusujs+5OT9Rni6NXP63R4U5LfKoyBSMAbFEugqd6syqiE88tXL/S2aQpUAdP3gUpZYaqpdHpy",
+	"CoyryYxXLNWbNessicqaZdI0iiNNLSo0CHrzPUt+/v1PcVRQVv8/uIGGwn/B5fpm3rqZgDO3m8s3796D",
+	"yoiCgt+ghIIzXAIXkAgkCqXeHp/+iomCo9OTE6DNDJNrXE782g3UvFJA1fELeP4///Xf3//4I5SCMkWm",
+	"OcL5u5evXtVEsLzYkGGFMzqwre/yNS2o6gM+NzfbA6Q4I1WuNOqxpigtNKc91yxQUOb+V1OTMoVzFGai",
+	"v0sUlicC0FUSxeSg+N3roewpMxx+Kfg0x0L/TDjTx1X/JGWZ04RoRMelfeKffpUa3rvWzP8ocBadRf8w",
+	"boTA2N6VYz+umbHLIOcM3v7yEv7l9Md/Bjf4yJDCvauHPk8Lyt7irGLpW3vOzbLSlOpBSH4peIlCUb2J",
+	"GcklxlHZunQXkYJXTE1maNY846IgylL+T6dRFyL3bzNScZTkZDElyXUH7qhiskSmJpzlmkG8hFm5TPKc",
+	"LyYpTjXXLARVOOGzWUAErdBqVaCcBF7AG5oiS9CwkMJCboPmwr9wb+jwyr7zvBmbCEGW+i4XqeW/Ngmr",
+	"yjDk2joEEsnZJOEpbluBB1a/oF/1bL6HNGrOxcdmuXHn4DTLauhtxY2e+7wsBb/B/biMcYVDUFpZqHkt",
+	"uJgqpeqCKWHk6gpHJ54n1khPEmW1VPjORPAcw7dnCnteVB3QU6LwmaIFhpCf4oyL8AQDecfTce2GJY3j",
+	"jb679nrgfouvNgNiVmWp2KFZ7Knenau9rjavmW0Y2vWC+5paJutiW5/bQQe4xSX364eW4a2aJLXhwqo8",
+	"19rRK44thDDzdwcJ7eVlRhjD/CKnczqlOVUhhr0h1E1d03/KeY7EHPrEDhEEzh7aActfEzteALvRJymV",
+	"+nWDr1UJU9SyuKCsuUSm/AYnBbmNjMDhYqJtKiO0zZuJwJQqc5GXyNrXKJPVbEYTqjVnfXUm+O/Imv/z",
+	"GxRppXlDUHk9meY8udaj6N19jnfEyBMublG4S4eagBuguyTLwmn7nTRnQDFuANJaeOlkF3HizP0OmoaM",
+	"bRQLKguiEm0rpZU1VjCoT4XRNUOVmBIkxQnj20VGg0L9TtymXbOPDhWCiJjdvaYMNxyiHQAx5ukOz0tF",
+	"VCXb9NZS70avvGZkz8EhEldlujPIlcR0hyUOluSNMG6o0JotXiFovfnOLjaDtJ+psBmUzfboyeFRWyFb",
+	"m1hu4BARek2TRPN9Zy0t0ZRhrgEx5m+If+ypWfckf6ak4CyVL6Dkkuq9AUlTCYobf9/NOoI3DK704FdA",
+	"gOGc2CfNoNpHZrgAfRsIS4E0Y3GGILAkSwlUabdxiKzbQ571GC+/8kowkvfZNteUhW8UWPAepTlD4T2B",
+	"AfZOawFxDWGNhltBe9itgsywxyEsnD/WuLloeVQ7nHCPWB1lwltNxkrkQa6/IXkVdh528XkcSHawTZvZ",
+	"T2od0LksKPP/W8V1ZU/1pKH9/AeSXFNmlcEacbiZYBuk2yVJrskcD2ASpU5yDXy8RwTkZBo0q0KHuZ5x",
+	"xQixYwR320R+urv1pnRXGL+zMTbJyDVOEiIR9HOQ5NrylSAXVCUZcDaKgkENRWjYQkQhuOhKhnWrbEUK",
+	"FOR2Yu26HS2jFWchIELNIemTyWs81hpaUdXjZPe4pysoOsfSDtMyS3oDF2+RpJShlOsIpkSRKZF9e0yp",
+	"3LI9L8IEknRpHduJ/b3VkqgXXi8ivPgkI+IgZ22j+5FzuaO23kfD73jc8bakAuVOU8xyMpfrp/IXLkBW",
+	"ZcmFigFH8xGs+Ecx5EThpLTeXgy1s+QvmXj54JM30I0yTnRAhtiVwg3FhQTO8mVLWrRCA6UVxH3HsCR0",
+	"N3xKsuzXe9Zy6C70Q0aUsTGteAOGaO3OkixjcBwHssSEzmjS2kTD4Y68cigVBmnXFd89AJCg8npr+FU/",
+	"EzzvJbJU08zSOPIHSNvGhNooSkmEoiTPl04Co7MR7c+QoaNRyZ1zO2iX790LvVZg20vfgcOCgcE93g/p",
+	"30ZeN9GZth5u6efW8e+IG8un/qhvkpqHMLFrCfxHWdl+AUMN0y5QF7ckUfnSOHF8Bo3EsF5eTXoN34Nn",
+	"hhoN1LLlT7dZ8qtybpd3e4JRYTrrs3kARUsqxSfEpkvSnphuK0e2WypM2xgsHF7aRyP7d6bLoAZJMaHp",
+	"ptudHNxGfR8OWYAi18hA06Jd3qCRAFklidYnA0MOX+SCrZ5sLcYrgZMmwL62OROtWS9RmIHKuETwe48h",
+	"4wsoCFvCAgVCWSngDDKep2s7XhAJJEmwVJi+8JUeyr5HcmNYgmESODKBGi5Ac4ZCBnw2i2G6dMrYcheU",
+	"PKfJ8nggAQfaLN597+57zV4y8sX9nghUlWAwpzdosSb+lq13mPJqnilgXGWUzeHI/6DSbAZT85bZSH1c",
+	"pClaIHObUFibP6pNCzd78MzYVGiP0bjFANlqBO6UFrYP72KW+KBlUMJs9+BkNS2olJSzHk9N5mSSIkm9",
+	"TRKUKFvzTo3xtD3T/c4++yC20J7B9x3yoq20em3luLBTn4lT64HVvFQtzFbVySpyKzA1XLFiMm2J2lv6",
+	"H8ZeMmr0j7OWWiUTnZi/1mRMkXwivEXXlhr1JZvXbD1jffoEqSU/VxmKoCx5WmU43159TH+Vy7balo70",
+	"WXfzJgK1CtBnsTmGpeAJSmm9QGeqdD1AgXp8mwQnLME873H83poHH7ayZo2urRf+dLqbFe3KN7ZS1emy",
+	"7oJrXTtMmlB5/UtOgupVJt1qmna1YCfSZp7b6C/6WXpjvJ4jGoHRkhDTSkgjY1klK5JP6syQlSU+ZfR5",
+	"y6HbFHZZW/LQzTt9Yh8P7f2dZvJN+fS69umB0n67OBH75wg2Jf12VfRN7rydTVgh2E4JQQPCfgKgX87/",
+	"GBQDG8kZ0DMDVE2HtquV3Vtc+wOVNAYhadYVonnXYgyVEfIvL/nrLdjbMQ1nZm1K73oLIz+QPEe1pcas",
+	"zxXPEDQdISHMuJnpQMfRBCn6x+UL7c2WhKYwo0IqmAlemNm0MQdekI7gndO32u1zpV+wyGiOYArP4HcU",
+	"fOCSws55vSR9W3vL1u+WQBmUgs8FyqHRhj0KbbaXengcNX9gUgmqlu+0IrQYTpEIK4ntr1/8Kv/84b0v",
+	"sjdeoH2uHjVTqrT15ZTNQrFgzHNZxyvgiMANFaoiOSSV0OdneQwzLkAgyV1PgvbtPe1UhsXoE/uruUEl",
+	"XDW27BUcGQrCy7/9J8yQHcfNNEQgmJsm0CHQXGAcZjknSo4+sQuT8DSXV8vgJSxMjOVKa7crPak0WdcR",
+	"XJAkA834pib/O/mJXd0+EzxHeQU5lcpy+Z8/vAdzEVztIigOCclzoAqOyFQiU2d6MYpfIzNZDUyPR59Y",
+	"nXg883LGFBWgkJaUz0cnoxNj8ZbISEmjs+iH0cnoBxOMUJmBcZyZzPzv+vfcntV6wa/S6Mxl7n+PVjoQ",
+	"vj852dB9sFvXgSsOCDQd/L0cdfgvOvv4Wdu3RUG0lIzeZwjO9NV0r0oT9zcm3ceIlzL6rN8eF6gETWTv",
+	"Hv/q7m/do8JbNS5zQld2F+jX6G7EzaCPtob8UvACVYaVBD0k2CO+ea+td9x+wps1gbl+PN/a2w8IZ5Pi",
+	"DhDCTD/STPnjyQ+PM+XfuBbrdtotvOSz35qZBJIkM9UTWr4UdC60zRSm+c3zMUkLysakSm0DUpD2r6lU",
+	"pgw86rasfQzvrnlkbBub7uOtD7ret/vPDwhwUxIf6hOCkszRNsIhGHpAzucjq5pdA054/HrBrT6kNkIX",
+	"pi/NJc7B1vjHwHCBWo1rZd5GxwCi1ZkTucZ+se8aH9n8muRI0lUQvQ0gx3c0ve9F899RuYan2vfaDdRX",
+	"Pz8sTk2ycB0mze0mJnEIYM7Z0g4W275OqjWbM2ibxLvJ/0qrram8BuMBPwRiY5/FH9/5nPP92IXdtS3K",
+	"ZVAu6vuXrXD9rlDGwWbAVp35wbo5ty+n2+1pucz4c//G0+XhBEG3C+u+a23qTd6vsffzA7K3je2Gmdsl",
+	"sSzsxoxXMfiImWFCzgyjLsjS1yY7Th0ZkzjQE/2s3RQdWpp7axxoo3bL/KJzZnlUGxGzKs9baSsnbReC",
+	"s7mvoT6iyqTwGFfgOzFikFxbld0M1/GhDqExwTdrv6ZDVK4fslDXbu1y7sIUPnUz4Kg8Kc3aSnxsVK2O",
+	"1IeQ3Q6MF1ZyW2r/azfUHLvkr/4Nv1VYIRyZYKK0Wtfct4Ytz1OtjH0GaH/OinvE9EsTumqx0e6i+pFk",
+	"43ov9JORj29MO1ysBYlF9clKPL1SIF6Ya7+fmKjQCyAgMeEsBZNz95LdN4UcTJoNNQH3Y8WfH0OcbNaQ",
+	"h7L/7GgBA9DoWuXNze/kAxh/DVJjxwf9dl5ts3wZYk/DmHpcVmnsp4MwjR2rOd21NIIjAhpoIKaoyIZb",
+	"WypIZQJlxvP0hfuyypJXAviCHT8AQ9m86Sa/waZLnxo7ddO4T5KbfEr6MGaM+RLNOjO9MMKoDvS62i/F",
+	"oQ6AH4hpqLwe1+nkXgPYJ3cHWr+u4i/0OaTDJn+/Pku5VVS90VbWmMwxternQCazizbUY7tSx6as55nH",
+	"BFJUmCguHiJQpS0hOb5zSZ37sXXznvlStbIKMOE7VK3O9V0Flvvu0UMJrfV27UcWXC3S9AgvS2PQND4E",
+	"LxkDlwsTepijs26/M1/bUlm+nJRk2Z1yEN8M4hZkSriEbK+40nhfuOf25ZWvTLI07dAbxYqj3qHMZwd7",
+	"jukchYFaPobEqAOnW7mgFnrfCh8M1zCH0ywtTrCDPg4PbI/bWQ7oCdv9X8X/0WNxLfjdqI+B/6Ku0umL",
+	"cWgEXS3PFxkMD4SUW1qPwrbbOzA8ftAvw8PlGzYfvZf+oUEOQ6e2vyHfl9dwfzGCu7TKtr9QtlZruw6z",
+	"J9HhkswJZzM6rwSmPinkIluLDFWGwqaLNBPYAjVtppkPv7rki4uCtRmkUbVdJjGtQzVLuObCzSxx6R96",
+	"DEj89zUG4ODXdQgcTDmG9dp9n6gEblrLUOxO12GGzv5GzjdvuryvD8QA42ULZpuTP/vXWzxO5me1RfrR",
+	"0z79VR+WgCkckY6DaeACKm1ZLFHAWWJzd08yKWR3YWJ9LsjiKln2Fgpbszz/X+PzhtVFXWvHfC3n86VQ",
+	"jG2LUn/U/aW5/3WjEoP9Tsch0LH0AAK+aN0e6SMzgwSqwH8axVozx/sgtN1N3NdF/NYdv47y3Or6eST2",
+	"0p1PuWbiiZZLnLuPIMBRnVWKTWKyUvyZT4keP+GqMfsnN+rcmP2LHAGduYGtukJggL78pgsiQsqyPtZb",
+	"tOVuIAzWlF8tHjHU/cqHgOYDVVkqyKI5DlLRPO/WQu2NRruDtqf+JE3tri+ajyo8maKB1c+OPsGygYME",
+	"8tIUPFKmFGCtasDId1crQOpCBfPdKsWbMhUFBZcK1IImeLwr45imRrnh5BqNbTuin6jC7nQKP7K+toQJ",
+	"8Iq+oZ6sNjbLbvK8dRVKq+VRq405nSmQKG5WOctxzUqg2T7Y8Nb2mH4dz//qw/Id43k9MO9Isekk2kcG",
+	"JcTtpvZNiX/jie4OUsNS3UPQw2nG+bUc3znn9r4tU1f/ipVcoMDUN2K6N76TwBfMtWGewZX5goqUV6bi",
+	"+Dyn5gOi35+cmv9/wJcZUXBpr53A1d2niF9/chLv6hPTD9k/bcfSKb+FI5JL7oqXBaaY0xsUy+MRnMOU",
+	"pFrTmA8osTlIOmdEVQLtX4l7bmpnbWmI9N0atvF3tQjRfBHog6VET6ao25fUfPFyUFvSaeDPIw1WKjxR",
+	"qJ5JJZAUXf6s81JTyojJYwX/9NlmnXIawDm5ZnxhWCyFowax41U2HnyS1pviD/nn1uL9W4vfd9iYNBu3",
+	"nUHC2DaS5Ju7X8/rXqJmLMYVnbkdxnCDgs5oU+zWPToN53L3EUGygClPl53D7E6qPrvdtTTfE/j4WfOV",
+	"VmieeSuRu+8GnI3HOU9InnGpzn46+enECEg3+l1TM+nDWVrQ1hetQda6VK+mfc3prOaK07etKzbT27rA",
+	"Sxndf77/3wAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
