@@ -398,7 +398,9 @@ func (s *Service) ProcessPending(ctx context.Context, batch int) (int, bool, err
 			 WHERE status = 'pending' AND check_after <= $1
 			 ORDER BY check_after LIMIT $3 FOR UPDATE SKIP LOCKED
 		)
-		UPDATE orders SET check_after = $2 FROM due
+		-- the lease, but never past the order's expiry: an order is closed
+		-- when it expires, not up to a lease later
+		UPDATE orders SET check_after = CASE WHEN expires_at > $1 THEN least($2, expires_at) ELSE $2 END FROM due
 		 WHERE user_id = due_user AND id = due_id
 		RETURNING `+orderColumns, now, now.Add(pendingLease), batch)
 	if err != nil {

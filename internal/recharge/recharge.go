@@ -347,7 +347,7 @@ func (s *Service) inserting(o Order) (Order, func(*pgx.Batch), error) {
 		return Order{}, nil, fmt.Errorf("encode pay of order %s: %w", o.ID, err)
 	}
 	args := []any{o.UserID, o.ID, o.Channel, o.PackageID, o.AmountFen, o.Diamonds, o.Minor, pay,
-		o.ExpiresAt, o.CreatedAt.Add(s.cfg.QueryAfter), o.CreatedAt, s.newID()}
+		o.ExpiresAt, minTime(o.CreatedAt.Add(s.cfg.QueryAfter), o.ExpiresAt), o.CreatedAt, s.newID()}
 	return o, func(b *pgx.Batch) {
 		b.Queue(`
 			WITH owner AS (
@@ -360,6 +360,13 @@ func (s *Service) inserting(o Order) (Order, func(*pgx.Batch), error) {
 			INSERT INTO timeline (user_id, object_id, id, status, actor, note, at)
 			VALUES ($1, $2, $12, 'pending', 'user:' || $1, 'order created', $11)`, args...)
 	}, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func queueTimeline(b *pgx.Batch, id uuid.UUID, userID string, objectID uuid.UUID, status, actor, note string, at time.Time) {

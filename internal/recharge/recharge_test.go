@@ -612,3 +612,28 @@ func TestTradeRecordedMeanwhile(t *testing.T) {
 	require.Zero(t, count(t, h, `SELECT count(*) FROM journals WHERE reference = $1`, "recharge:"+a))
 	h.RequireClean()
 }
+
+// An order is closed when it expires, not a lease later: a query shortly
+// before the expiry leaves the next look at the expiry itself.
+func TestExpiryOnTime(t *testing.T) {
+	t.Parallel()
+	sb, err := sandbox.New(apptest.SandboxSecret, false, time.Now)
+	require.NoError(t, err)
+	fake := &queryable{Channel: sb, paid: map[string]channel.PaymentStatus{}}
+	h := apptest.NewWith(t, map[string]channel.Channel{"sandbox": fake})
+	user := h.Token("u1", auth.RoleUser)
+	o := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "k")
+	expires, err := time.Parse(time.RFC3339, o["expires_at"].(string))
+	require.NoError(t, err)
+	status := func() string {
+		return h.Do("GET", "/v1/recharges/"+o["id"].(string), apptest.Req{Token: user}).RequireStatus(t, 200).JSON()["status"].(string)
+	}
+
+	h.Clock.Advance(expires.Add(-10 * time.Second).Sub(h.Clock.Now()))
+	h.RunWorkers() // queried: still pending at the channel
+	require.Equal(t, "pending", status())
+	h.Clock.Advance(10 * time.Second)
+	h.RunWorkers()
+	require.Equal(t, "closed", status())
+	require.Contains(t, fake.closed, o["id"].(string))
+}
