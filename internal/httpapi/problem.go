@@ -104,6 +104,9 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		s.log.ErrorContext(c.Request().Context(), "request failed", "method", c.Request().Method,
 			"route", c.Path(), "request_id", requestID(c), "error", err)
 	}
+	if allow, ok := c.Get(echo.ContextKeyHeaderAllow).(string); ok && p.status == http.StatusMethodNotAllowed && allow != "" {
+		c.Response().Header().Set(echo.HeaderAllow, allow) // the router knows; the validator's 405 does not say
+	}
 	if p.status == http.StatusConflict && p.body["code"] == "idempotency_key_in_progress" {
 		c.Response().Header().Set("Retry-After", "1")
 	}

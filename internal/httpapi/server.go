@@ -7,6 +7,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -140,11 +141,24 @@ func New(d Deps) (*echo.Echo, error) {
 			return err
 		},
 		MultiErrorHandler: func(me openapi3.MultiError) *echo.HTTPError {
-			return &echo.HTTPError{Code: http.StatusBadRequest, Message: validationDetail(me), Internal: me}
+			return &echo.HTTPError{Code: validationStatus(me), Message: validationDetail(me), Internal: me}
 		},
 	}))
 	oapi.RegisterHandlers(e, oapi.NewStrictHandler(s, nil))
 	return e, nil
+}
+
+// validationStatus is 415 for a body of a media type the operation does not
+// take (kin-openapi's own error encoder tells it by the same reason prefix),
+// 400 for anything else.
+func validationStatus(me openapi3.MultiError) int {
+	for _, err := range me {
+		var re *openapi3filter.RequestError
+		if errors.As(err, &re) && strings.HasPrefix(re.Reason, "header Content-Type has unexpected value") {
+			return http.StatusUnsupportedMediaType
+		}
+	}
+	return http.StatusBadRequest
 }
 
 // validationDetail keeps the first line of each validation error: the rest

@@ -40,6 +40,9 @@ func TestWalletAndEntries(t *testing.T) {
 	}
 	r := h.Do("GET", "/v1/wallet", apptest.Req{Token: user}).RequireStatus(t, 200)
 	require.JSONEq(t, `{"user_id":"u1","available":0,"held":0,"debt":0}`, string(r.Body))
+	r = h.Do("DELETE", "/v1/wallet", apptest.Req{Token: user}).RequireStatus(t, 405)
+	require.Equal(t, "method_not_allowed", r.Code())
+	require.Contains(t, r.Header.Get("Allow"), "GET")
 
 	for i := range 5 {
 		credit(t, h, "u1", int64(10*(i+1)), fmt.Sprintf("o%d", i))
@@ -166,6 +169,9 @@ func TestSpends(t *testing.T) {
 	require.Equal(t, "validation_failed", r.RequireStatus(t, 400).Code(), "the description is too long, the body is not")
 	r = h.Do("POST", "/v1/spends", apptest.Req{Token: svc, Key: "over-limit", Body: sized(64<<10 + 1)})
 	require.Equal(t, "payload_too_large", r.RequireStatus(t, 413).Code())
+	r = h.Do("POST", "/v1/spends", apptest.Req{Token: svc, Key: "plain", Body: `{"user_id":"u1","diamonds":5,"reference":"g"}`,
+		Headers: map[string]string{"Content-Type": "text/plain"}})
+	require.Equal(t, "unsupported_media_type", r.RequireStatus(t, 415).Code())
 	h.RequireClean()
 }
 
