@@ -167,7 +167,12 @@ func TestFullAndPartialRefunds(t *testing.T) {
 
 	// nothing left
 	r2 := f.refund(t, f.user, "p3", map[string]any{"order_id": order, "reason_code": "other"}).RequireStatus(t, 409)
-	require.Equal(t, "order_not_refundable", r2.Code())
+	require.Equal(t, "refund_exceeds_order", r2.Code())
+	require.EqualValues(t, 0, r2.JSON()["max_refundable_fen"])
+	// an order that was never paid has nothing to refund in its state
+	pending := f.Recharge(f.user, map[string]any{"channel": "sandbox", "amount_fen": 600}, "unpaid")["id"].(string)
+	r2 = f.refund(t, f.user, "p4", map[string]any{"order_id": pending, "reason_code": "other"}).RequireStatus(t, 409)
+	require.Equal(t, "invalid_state", r2.Code())
 
 	// a stale refund event changes nothing
 	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "re-3", "type": "refund.failed", "refund_id": p2, "reason": "late"}).Status)

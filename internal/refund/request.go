@@ -85,8 +85,14 @@ func (s *Service) Create(ctx context.Context, tx pgx.Tx, actor Actor, req Reques
 	if err != nil {
 		return Refund{}, err
 	}
-	if o.Status != recharge.StatusPaid && o.Status != recharge.StatusPartiallyRefunded {
-		return Refund{}, fault.New(fault.Conflict, "order_not_refundable", "only a paid order can be refunded; this one is %s", o.Status)
+	switch o.Status {
+	case recharge.StatusPaid, recharge.StatusPartiallyRefunded:
+	case recharge.StatusRefunded:
+		// nothing left: the sum rule of API.md answers it (refund_exceeds_order, below)
+	default:
+		// API.md names no code of its own for this: its code for a state
+		// that does not allow an action
+		return Refund{}, fault.New(fault.Conflict, "invalid_state", "only a paid order can be refunded; this one is %s", o.Status)
 	}
 	l, err := liveSums(ctx, tx, owner, o.ID, uuid.Nil)
 	if err != nil {
