@@ -46,6 +46,13 @@ func (s *Server) ListUserEntries(ctx context.Context, r oapi.ListUserEntriesRequ
 	return oapi.ListUserEntries200JSONResponse(l), err
 }
 
+// ListUserWalletEntries serves the other path API.md can be read to give
+// (GET /v1/admin/users/{user_id}/wallet, /entries, ...).
+func (s *Server) ListUserWalletEntries(ctx context.Context, r oapi.ListUserWalletEntriesRequestObject) (oapi.ListUserWalletEntriesResponseObject, error) {
+	l, err := s.entries(ctx, r.UserId, r.Params.Limit, r.Params.Cursor)
+	return oapi.ListUserWalletEntries200JSONResponse(l), err
+}
+
 func (s *Server) entries(ctx context.Context, userID string, limit *int, cursor *string) (oapi.EntryList, error) {
 	n := pageSize(limit)
 	var after *ledger.Cursor

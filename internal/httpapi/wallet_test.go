@@ -97,7 +97,11 @@ func TestRolesAndOtherUsers(t *testing.T) {
 		require.JSONEq(t, `{"user_id":"u2","available":70,"held":0,"debt":0}`, string(r.Body))
 		r = h.Do("GET", "/v1/admin/users/u2/entries", apptest.Req{Token: tok}).RequireStatus(t, 200)
 		require.Len(t, r.JSON()["items"], 1)
+		// the same list under the wallet's path, as the user's own is
+		again := h.Do("GET", "/v1/admin/users/u2/wallet/entries", apptest.Req{Token: tok}).RequireStatus(t, 200)
+		require.JSONEq(t, string(r.Body), string(again.Body))
 	}
+	h.Do("GET", "/v1/admin/users/u2/wallet/entries", apptest.Req{Token: user}).RequireStatus(t, 403)
 	// an expired token
 	h.Clock.Advance(25 * 60 * 60 * 1e9)
 	h.Do("GET", "/v1/wallet", apptest.Req{Token: user}).RequireStatus(t, 401)

@@ -795,6 +795,12 @@ type ListUserRefundsParams struct {
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// ListUserWalletEntriesParams defines parameters for ListUserWalletEntries.
+type ListUserWalletEntriesParams struct {
+	Limit  *Limit  `form:"limit,omitempty" json:"limit,omitempty"`
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
 // ListChannelsParams defines parameters for ListChannels.
 type ListChannelsParams struct {
 	AmountFen *int64 `form:"amount_fen,omitempty" json:"amount_fen,omitempty"`
@@ -916,6 +922,9 @@ type ServerInterface interface {
 	// GetUserWallet Any user's wallet.
 	// (GET /v1/admin/users/{user_id}/wallet)
 	GetUserWallet(ctx echo.Context, userId UserID) error
+	// ListUserWalletEntries The same as /v1/admin/users/{user_id}/entries, under the path the user's own list has (/v1/wallet/entries).
+	// (GET /v1/admin/users/{user_id}/wallet/entries)
+	ListUserWalletEntries(ctx echo.Context, userId UserID, params ListUserWalletEntriesParams) error
 	// ListChannels Every configured channel, with whether the caller can pay this amount with it.
 	// (GET /v1/channels)
 	ListChannels(ctx echo.Context, params ListChannelsParams) error
@@ -1349,6 +1358,38 @@ func (w *ServerInterfaceWrapper) GetUserWallet(ctx echo.Context) error {
 	return err
 }
 
+// ListUserWalletEntries converts echo context to params.
+func (w *ServerInterfaceWrapper) ListUserWalletEntries(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "user_id" -------------
+	var userId UserID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "user_id", ctx.Param("user_id"), &userId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter user_id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListUserWalletEntriesParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListUserWalletEntries(ctx, userId, params)
+	return err
+}
+
 // ListChannels converts echo context to params.
 func (w *ServerInterfaceWrapper) ListChannels(ctx echo.Context) error {
 	var err error
@@ -1698,6 +1739,7 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.POST(options.BaseURL+"/v1/spends", wrapper.CreateSpend, options.OperationMiddlewares["createSpend"]...)
 	router.GET(options.BaseURL+"/v1/admin/users/:user_id/wallet", wrapper.GetUserWallet, options.OperationMiddlewares["getUserWallet"]...)
 	router.GET(options.BaseURL+"/v1/admin/users/:user_id/entries", wrapper.ListUserEntries, options.OperationMiddlewares["listUserEntries"]...)
+	router.GET(options.BaseURL+"/v1/admin/users/:user_id/wallet/entries", wrapper.ListUserWalletEntries, options.OperationMiddlewares["listUserWalletEntries"]...)
 	router.GET(options.BaseURL+"/v1/packages", wrapper.ListPackages, options.OperationMiddlewares["listPackages"]...)
 	router.GET(options.BaseURL+"/v1/channels", wrapper.ListChannels, options.OperationMiddlewares["listChannels"]...)
 	router.GET(options.BaseURL+"/v1/recharges", wrapper.ListRecharges, options.OperationMiddlewares["listRecharges"]...)
@@ -2366,6 +2408,46 @@ type GetUserWalletdefaultApplicationProblemPlusJSONResponse struct {
 }
 
 func (response GetUserWalletdefaultApplicationProblemPlusJSONResponse) VisitGetUserWalletResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(response.StatusCode)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListUserWalletEntriesRequestObject struct {
+	UserId UserID `json:"user_id"`
+	Params ListUserWalletEntriesParams
+}
+
+type ListUserWalletEntriesResponseObject interface {
+	VisitListUserWalletEntriesResponse(w http.ResponseWriter) error
+}
+
+type ListUserWalletEntries200JSONResponse EntryList
+
+func (response ListUserWalletEntries200JSONResponse) VisitListUserWalletEntriesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListUserWalletEntriesdefaultApplicationProblemPlusJSONResponse struct {
+	Body       Problem
+	StatusCode int
+}
+
+func (response ListUserWalletEntriesdefaultApplicationProblemPlusJSONResponse) VisitListUserWalletEntriesResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -3073,6 +3155,9 @@ type StrictServerInterface interface {
 	// GetUserWallet Any user's wallet.
 	// (GET /v1/admin/users/{user_id}/wallet)
 	GetUserWallet(ctx context.Context, request GetUserWalletRequestObject) (GetUserWalletResponseObject, error)
+	// ListUserWalletEntries The same as /v1/admin/users/{user_id}/entries, under the path the user's own list has (/v1/wallet/entries).
+	// (GET /v1/admin/users/{user_id}/wallet/entries)
+	ListUserWalletEntries(ctx context.Context, request ListUserWalletEntriesRequestObject) (ListUserWalletEntriesResponseObject, error)
 	// ListChannels Every configured channel, with whether the caller can pay this amount with it.
 	// (GET /v1/channels)
 	ListChannels(ctx context.Context, request ListChannelsRequestObject) (ListChannelsResponseObject, error)
@@ -3671,6 +3756,32 @@ func (sh *strictHandler) GetUserWallet(ctx echo.Context, userId UserID) error {
 	return nil
 }
 
+// ListUserWalletEntries operation middleware
+func (sh *strictHandler) ListUserWalletEntries(ctx echo.Context, userId UserID, params ListUserWalletEntriesParams) error {
+	var request ListUserWalletEntriesRequestObject
+
+	request.UserId = userId
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListUserWalletEntries(ctx.Request().Context(), request.(ListUserWalletEntriesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListUserWalletEntries")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListUserWalletEntriesResponseObject); ok {
+		return validResponse.VisitListUserWalletEntriesResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // ListChannels operation middleware
 func (sh *strictHandler) ListChannels(ctx echo.Context, params ListChannelsParams) error {
 	var request ListChannelsRequestObject
@@ -4141,87 +4252,87 @@ func (sh *strictHandler) ReceiveWebhook(ctx echo.Context, channel string) error 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7F17b9vIdv8qB2yBtVFGcna9t1sH/cPNetvcm3tjJLkIiiSQR+SROGtyhjsztKw1DPQ79Bv2kxTz4kMa",
-	"SpQie52m+UvhYx7nd+a8D30XJbwoOUOmZHR2F2VIUhTm56sUi5IrZOotljlZYqqvpigTQUtFOYvOoisl",
-	"KryCRYYMVIYgUJacSQQqzf+l4gJT4JVKeIHAZ0AYIBE5RQECf6tQKlhQldmnSYFQT5ssn/0Fl6MojmSS",
-	"YUH07MiqIjr7GOlpo89xpJYlRmeRVIKyeXR/fx9HJRGkQOU28bISkgv9i+r1/lahWEZxxEih30vs3fYM",
-	"Bbl9jWyusujs+5OT9Rni6NXP63R4U5LfKoyBSMAbFEugqd6syqiE88tXL/S2aQpUAdP3gUpZYaqpdHpy",
-	"CoyryYxXLNWbNessicqaZdI0iiNNLSo0CHrzPUt+/v1PcVRQVv8/uIGGwn/B5fpm3rqZgDO3m8s3796D",
-	"yoiCgt+ghIIzXAIXkAgkCqXeHp/+iomCo9OTE6DNDJNrXE782g3UvFJA1fELeP4///Xf3//4I5SCMkWm",
-	"OcL5u5evXtVEsLzYkGGFMzqwre/yNS2o6gM+NzfbA6Q4I1WuNOqxpigtNKc91yxQUOb+V1OTMoVzFGai",
-	"v0sUlicC0FUSxeSg+N3roewpMxx+Kfg0x0L/TDjTx1X/JGWZ04RoRMelfeKffpUa3rvWzP8ocBadRf8w",
-	"boTA2N6VYz+umbHLIOcM3v7yEv7l9Md/Bjf4yJDCvauHPk8Lyt7irGLpW3vOzbLSlOpBSH4peIlCUb2J",
-	"GcklxlHZunQXkYJXTE1maNY846IgylL+T6dRFyL3bzNScZTkZDElyXUH7qhiskSmJpzlmkG8hFm5TPKc",
-	"LyYpTjXXLARVOOGzWUAErdBqVaCcBF7AG5oiS9CwkMJCboPmwr9wb+jwyr7zvBmbCEGW+i4XqeW/Ngmr",
-	"yjDk2joEEsnZJOEpbluBB1a/oF/1bL6HNGrOxcdmuXHn4DTLauhtxY2e+7wsBb/B/biMcYVDUFpZqHkt",
-	"uJgqpeqCKWHk6gpHJ54n1khPEmW1VPjORPAcw7dnCnteVB3QU6LwmaIFhpCf4oyL8AQDecfTce2GJY3j",
-	"jb679nrgfouvNgNiVmWp2KFZ7Knenau9rjavmW0Y2vWC+5paJutiW5/bQQe4xSX364eW4a2aJLXhwqo8",
-	"19rRK44thDDzdwcJ7eVlRhjD/CKnczqlOVUhhr0h1E1d03/KeY7EHPrEDhEEzh7aActfEzteALvRJymV",
-	"+nWDr1UJU9SyuKCsuUSm/AYnBbmNjMDhYqJtKiO0zZuJwJQqc5GXyNrXKJPVbEYTqjVnfXUm+O/Imv/z",
-	"GxRppXlDUHk9meY8udaj6N19jnfEyBMublG4S4eagBuguyTLwmn7nTRnQDFuANJaeOlkF3HizP0OmoaM",
-	"bRQLKguiEm0rpZU1VjCoT4XRNUOVmBIkxQnj20VGg0L9TtymXbOPDhWCiJjdvaYMNxyiHQAx5ukOz0tF",
-	"VCXb9NZS70avvGZkz8EhEldlujPIlcR0hyUOluSNMG6o0JotXiFovfnOLjaDtJ+psBmUzfboyeFRWyFb",
-	"m1hu4BARek2TRPN9Zy0t0ZRhrgEx5m+If+ypWfckf6ak4CyVL6Dkkuq9AUlTCYobf9/NOoI3DK704FdA",
-	"gOGc2CfNoNpHZrgAfRsIS4E0Y3GGILAkSwlUabdxiKzbQ571GC+/8kowkvfZNteUhW8UWPAepTlD4T2B",
-	"AfZOawFxDWGNhltBe9itgsywxyEsnD/WuLloeVQ7nHCPWB1lwltNxkrkQa6/IXkVdh528XkcSHawTZvZ",
-	"T2od0LksKPP/W8V1ZU/1pKH9/AeSXFNmlcEacbiZYBuk2yVJrskcD2ASpU5yDXy8RwTkZBo0q0KHuZ5x",
-	"xQixYwR320R+urv1pnRXGL+zMTbJyDVOEiIR9HOQ5NrylSAXVCUZcDaKgkENRWjYQkQhuOhKhnWrbEUK",
-	"FOR2Yu26HS2jFWchIELNIemTyWs81hpaUdXjZPe4pysoOsfSDtMyS3oDF2+RpJShlOsIpkSRKZF9e0yp",
-	"3LI9L8IEknRpHduJ/b3VkqgXXi8ivPgkI+IgZ22j+5FzuaO23kfD73jc8bakAuVOU8xyMpfrp/IXLkBW",
-	"ZcmFigFH8xGs+Ecx5EThpLTeXgy1s+QvmXj54JM30I0yTnRAhtiVwg3FhQTO8mVLWrRCA6UVxH3HsCR0",
-	"N3xKsuzXe9Zy6C70Q0aUsTGteAOGaO3OkixjcBwHssSEzmjS2kTD4Y68cigVBmnXFd89AJCg8npr+FU/",
-	"EzzvJbJU08zSOPIHSNvGhNooSkmEoiTPl04Co7MR7c+QoaNRyZ1zO2iX790LvVZg20vfgcOCgcE93g/p",
-	"30ZeN9GZth5u6efW8e+IG8un/qhvkpqHMLFrCfxHWdl+AUMN0y5QF7ckUfnSOHF8Bo3EsF5eTXoN34Nn",
-	"hhoN1LLlT7dZ8qtybpd3e4JRYTrrs3kARUsqxSfEpkvSnphuK0e2WypM2xgsHF7aRyP7d6bLoAZJMaHp",
-	"ptudHNxGfR8OWYAi18hA06Jd3qCRAFklidYnA0MOX+SCrZ5sLcYrgZMmwL62OROtWS9RmIHKuETwe48h",
-	"4wsoCFvCAgVCWSngDDKep2s7XhAJJEmwVJi+8JUeyr5HcmNYgmESODKBGi5Ac4ZCBnw2i2G6dMrYcheU",
-	"PKfJ8nggAQfaLN597+57zV4y8sX9nghUlWAwpzdosSb+lq13mPJqnilgXGWUzeHI/6DSbAZT85bZSH1c",
-	"pClaIHObUFibP6pNCzd78MzYVGiP0bjFANlqBO6UFrYP72KW+KBlUMJs9+BkNS2olJSzHk9N5mSSIkm9",
-	"TRKUKFvzTo3xtD3T/c4++yC20J7B9x3yoq20em3luLBTn4lT64HVvFQtzFbVySpyKzA1XLFiMm2J2lv6",
-	"H8ZeMmr0j7OWWiUTnZi/1mRMkXwivEXXlhr1JZvXbD1jffoEqSU/VxmKoCx5WmU43159TH+Vy7balo70",
-	"WXfzJgK1CtBnsTmGpeAJSmm9QGeqdD1AgXp8mwQnLME873H83poHH7ayZo2urRf+dLqbFe3KN7ZS1emy",
-	"7oJrXTtMmlB5/UtOgupVJt1qmna1YCfSZp7b6C/6WXpjvJ4jGoHRkhDTSkgjY1klK5JP6syQlSU+ZfR5",
-	"y6HbFHZZW/LQzTt9Yh8P7f2dZvJN+fS69umB0n67OBH75wg2Jf12VfRN7rydTVgh2E4JQQPCfgKgX87/",
-	"GBQDG8kZ0DMDVE2HtquV3Vtc+wOVNAYhadYVonnXYgyVEfIvL/nrLdjbMQ1nZm1K73oLIz+QPEe1pcas",
-	"zxXPEDQdISHMuJnpQMfRBCn6x+UL7c2WhKYwo0IqmAlemNm0MQdekI7gndO32u1zpV+wyGiOYArP4HcU",
-	"fOCSws55vSR9W3vL1u+WQBmUgs8FyqHRhj0KbbaXengcNX9gUgmqlu+0IrQYTpEIK4ntr1/8Kv/84b0v",
-	"sjdeoH2uHjVTqrT15ZTNQrFgzHNZxyvgiMANFaoiOSSV0OdneQwzLkAgyV1PgvbtPe1UhsXoE/uruUEl",
-	"XDW27BUcGQrCy7/9J8yQHcfNNEQgmJsm0CHQXGAcZjknSo4+sQuT8DSXV8vgJSxMjOVKa7crPak0WdcR",
-	"XJAkA834pib/O/mJXd0+EzxHeQU5lcpy+Z8/vAdzEVztIigOCclzoAqOyFQiU2d6MYpfIzNZDUyPR59Y",
-	"nXg883LGFBWgkJaUz0cnoxNj8ZbISEmjs+iH0cnoBxOMUJmBcZyZzPzv+vfcntV6wa/S6Mxl7n+PVjoQ",
-	"vj852dB9sFvXgSsOCDQd/L0cdfgvOvv4Wdu3RUG0lIzeZwjO9NV0r0oT9zcm3ceIlzL6rN8eF6gETWTv",
-	"Hv/q7m/do8JbNS5zQld2F+jX6G7EzaCPtob8UvACVYaVBD0k2CO+ea+td9x+wps1gbl+PN/a2w8IZ5Pi",
-	"DhDCTD/STPnjyQ+PM+XfuBbrdtotvOSz35qZBJIkM9UTWr4UdC60zRSm+c3zMUkLysakSm0DUpD2r6lU",
-	"pgw86rasfQzvrnlkbBub7uOtD7ret/vPDwhwUxIf6hOCkszRNsIhGHpAzucjq5pdA054/HrBrT6kNkIX",
-	"pi/NJc7B1vjHwHCBWo1rZd5GxwCi1ZkTucZ+se8aH9n8muRI0lUQvQ0gx3c0ve9F899RuYan2vfaDdRX",
-	"Pz8sTk2ycB0mze0mJnEIYM7Z0g4W275OqjWbM2ibxLvJ/0qrram8BuMBPwRiY5/FH9/5nPP92IXdtS3K",
-	"ZVAu6vuXrXD9rlDGwWbAVp35wbo5ty+n2+1pucz4c//G0+XhBEG3C+u+a23qTd6vsffzA7K3je2Gmdsl",
-	"sSzsxoxXMfiImWFCzgyjLsjS1yY7Th0ZkzjQE/2s3RQdWpp7axxoo3bL/KJzZnlUGxGzKs9baSsnbReC",
-	"s7mvoT6iyqTwGFfgOzFikFxbld0M1/GhDqExwTdrv6ZDVK4fslDXbu1y7sIUPnUz4Kg8Kc3aSnxsVK2O",
-	"1IeQ3Q6MF1ZyW2r/azfUHLvkr/4Nv1VYIRyZYKK0Wtfct4Ytz1OtjH0GaH/OinvE9EsTumqx0e6i+pFk",
-	"43ov9JORj29MO1ysBYlF9clKPL1SIF6Ya7+fmKjQCyAgMeEsBZNz95LdN4UcTJoNNQH3Y8WfH0OcbNaQ",
-	"h7L/7GgBA9DoWuXNze/kAxh/DVJjxwf9dl5ts3wZYk/DmHpcVmnsp4MwjR2rOd21NIIjAhpoIKaoyIZb",
-	"WypIZQJlxvP0hfuyypJXAviCHT8AQ9m86Sa/waZLnxo7ddO4T5KbfEr6MGaM+RLNOjO9MMKoDvS62i/F",
-	"oQ6AH4hpqLwe1+nkXgPYJ3cHWr+u4i/0OaTDJn+/Pku5VVS90VbWmMwxternQCazizbUY7tSx6as55nH",
-	"BFJUmCguHiJQpS0hOb5zSZ37sXXznvlStbIKMOE7VK3O9V0Flvvu0UMJrfV27UcWXC3S9AgvS2PQND4E",
-	"LxkDlwsTepijs26/M1/bUlm+nJRk2Z1yEN8M4hZkSriEbK+40nhfuOf25ZWvTLI07dAbxYqj3qHMZwd7",
-	"jukchYFaPobEqAOnW7mgFnrfCh8M1zCH0ywtTrCDPg4PbI/bWQ7oCdv9X8X/0WNxLfjdqI+B/6Ku0umL",
-	"cWgEXS3PFxkMD4SUW1qPwrbbOzA8ftAvw8PlGzYfvZf+oUEOQ6e2vyHfl9dwfzGCu7TKtr9QtlZruw6z",
-	"J9HhkswJZzM6rwSmPinkIluLDFWGwqaLNBPYAjVtppkPv7rki4uCtRmkUbVdJjGtQzVLuObCzSxx6R96",
-	"DEj89zUG4ODXdQgcTDmG9dp9n6gEblrLUOxO12GGzv5GzjdvuryvD8QA42ULZpuTP/vXWzxO5me1RfrR",
-	"0z79VR+WgCkckY6DaeACKm1ZLFHAWWJzd08yKWR3YWJ9LsjiKln2Fgpbszz/X+PzhtVFXWvHfC3n86VQ",
-	"jG2LUn/U/aW5/3WjEoP9Tsch0LH0AAK+aN0e6SMzgwSqwH8axVozx/sgtN1N3NdF/NYdv47y3Or6eST2",
-	"0p1PuWbiiZZLnLuPIMBRnVWKTWKyUvyZT4keP+GqMfsnN+rcmP2LHAGduYGtukJggL78pgsiQsqyPtZb",
-	"tOVuIAzWlF8tHjHU/cqHgOYDVVkqyKI5DlLRPO/WQu2NRruDtqf+JE3tri+ajyo8maKB1c+OPsGygYME",
-	"8tIUPFKmFGCtasDId1crQOpCBfPdKsWbMhUFBZcK1IImeLwr45imRrnh5BqNbTuin6jC7nQKP7K+toQJ",
-	"8Iq+oZ6sNjbLbvK8dRVKq+VRq405nSmQKG5WOctxzUqg2T7Y8Nb2mH4dz//qw/Id43k9MO9Isekk2kcG",
-	"JcTtpvZNiX/jie4OUsNS3UPQw2nG+bUc3znn9r4tU1f/ipVcoMDUN2K6N76TwBfMtWGewZX5goqUV6bi",
-	"+Dyn5gOi35+cmv9/wJcZUXBpr53A1d2niF9/chLv6hPTD9k/bcfSKb+FI5JL7oqXBaaY0xsUy+MRnMOU",
-	"pFrTmA8osTlIOmdEVQLtX4l7bmpnbWmI9N0atvF3tQjRfBHog6VET6ao25fUfPFyUFvSaeDPIw1WKjxR",
-	"qJ5JJZAUXf6s81JTyojJYwX/9NlmnXIawDm5ZnxhWCyFowax41U2HnyS1pviD/nn1uL9W4vfd9iYNBu3",
-	"nUHC2DaS5Ju7X8/rXqJmLMYVnbkdxnCDgs5oU+zWPToN53L3EUGygClPl53D7E6qPrvdtTTfE/j4WfOV",
-	"VmieeSuRu+8GnI3HOU9InnGpzn46+enECEg3+l1TM+nDWVrQ1hetQda6VK+mfc3prOaK07etKzbT27rA",
-	"Sxndf77/3wAAAP//",
+	"7F17cxtHcv8qXZtUmaysAMqmLw5V+YOR6UR3vjNL0pUqJanAwW4DO+buzHpmliDMYlW+Q75hPklqXvsA",
+	"ZoEFCNL0yfoL2sc8unu6f/1a3kUJL0rOkCkZnd1FGZIUhfn5JsWi5AqZeotlTpaY6qspykTQUlHOorPo",
+	"SokKr2CRIQOVIQiUJWcSgUrzf6m4wBR4pRJeIPAZEAZIRE5RgMBfKpQKFlRl9mlSINTTJssXf8HlKIoj",
+	"mWRYED07sqqIzj5GetrocxypZYnRWSSVoGwe3d/fx1FJBClQuU28roTkQv+ier2/VCiWURwxUuj3Enu3",
+	"PUNBbn9ENldZdPb1ycn6DHH05vt1OvxUkl8qjIFIwBsUS6Cp3qzKqITzyzev9LZpClQB0/eBSllhqql0",
+	"enIKjKvJjFcs1Zs16yyJyppl0jSKI00tKjQT9OZ7lvzy6+/iqKCs/n9wAw2F/4LL9c28dTMBZ243lz+9",
+	"ew8qIwoKfoMSCs5wCVxAIpAolHp7fPozJgqOTk9OgDYzTK5xOfFrN6zmlQKqjl/By//7n//9+ttvoRSU",
+	"KTLNEc7fvX7zpiaClcWGDCuS0WHb+i5/pAVVfYzPzc32ACnOSJUrzfVYU5QWWtJeahEoKHP/q6lJmcI5",
+	"CjPR3yUKKxMB1lUSxeSg/LvXQ9lTZiT8UvBpjoX+mXCmj6v+ScoypwnRHB2X9ol/+Vlq9t61Zv5ngbPo",
+	"LPqncaMExvauHPtxzYxdATln8PaH1/Bvp9/+K7jBR4YU7l099HlaUPYWZxVL39pzbpaVplQPQvJLwUsU",
+	"iupNzEguMY7K1qW7iBS8YmoyQ7PmGRcFUZbyfzqNuixy/zZzKo6SnCymJLnusDuqmCyRqQlnuRYQr2FW",
+	"LpM854tJilMtNQtBFU74bBZQQSu0WlUoJ4EX8IamyBI0IqSwkNtYc+FfuDd0eGPfedmMTYQgS32Xi9TK",
+	"X5uEVWUEcm0dAonkbJLwFLetwDNWv6Bf9WK+hzZqzsXHZrlx5+A0y2robdWNnvu8LAW/wf2kjHGFQ7i0",
+	"slDzWnAxVUrVBVPC6NUViU68TKyRniTKWqnwnYngOYZvzxT2vKg6TE+JwheKFhji/BRnXIQnGCg7no5r",
+	"NyxpnGz03bXXA/dbcrWZIWZVloodmsWe6t252utqy5rZhqFdL3N/pFbIurytz+2gA9ySkvv1Q8vwVk2S",
+	"GriwKs+1dfSGYwshzPzdQUJ7eZ0RxjC/yOmcTmlOVUhgbwh1U9f0n3KeIzGHPrFDBBlnD+2A5a+pHa+A",
+	"3eiTlEr9uuGvNQlT1Lq4oKy5RKb8BicFuY2MwuFiojGVUdrmzURgSpW5yEtk7WuUyWo2ownVlrO+OhP8",
+	"V2TN//kNirTSsiGovJ5Mc55c61H07j7HO/LIEy5uUbhLh5qAG1h3SZaFs/Y7Wc6AYdzASIvw0sku6sTB",
+	"/Q43DRnbXCyoLIhKNFZKKwtWMGhPhbE1Q42YEiTFCePbVUbDhfqduE27Zh8dKgQ5Ynb3I2W44RDtwBAD",
+	"T3d4XiqiKtmmt9Z6N3rltSB7CQ6RuCrTnZlcSUx3WOJgTd4o44YKrdniFYLWm+/sYjOT9oMKm5myGY+e",
+	"HJ5rK2RrE8sNHCJCLzRJtNx31tJSTRnmmiEG/obkx56adU/ye0oKzlL5Ckouqd4bkDSVoLjx992sI/iJ",
+	"wZUe/AoIMJwT+6QZVPvIDBegbwNhKZBmLM4QBJZkKYEq7TYO0XV76LMe8PIzrwQjeR+2uaYsfKPAgvcY",
+	"zRkK7wkMwDutBcQ1C2tuuBW0h92qyIx4HALh/Lbg5qLlUe1wwj3H6igT3moyViIPSv0Nyauw87CLz+OY",
+	"ZAfbtJn9tNYBncuCMv+/Vb6u7KmeNLSf/0KSa8qsClijDjcTbIN2uyTJNZnjASBR6jTXwMd7VEBOpkFY",
+	"FTrM9YwrIMSOEdxtE/np7tZD6a4yfmdjbJKRa5wkRCLo5yDJNfKVIBdUJRlwNoqCQQ1FaBghohBcdDXD",
+	"Oipb0QIFuZ1YXLcjMlpxFgIq1BySPp28JmOtoRVVPU52j3u6wkXnWNphWrCkN3DxFklKGUq5zsGUKDIl",
+	"sm+PKZVbtudVmECSLq1jO7G/tyKJeuH1IsKLTzIiDnLWNrofOZc7Wut9LPyOxx1vSypQ7jTFLCdzuX4q",
+	"f+ACZFWWXKgYcDQfwYp/FENOFE5K6+3FUDtL/pKJlw8+eQPdKONEB3SIXSncUFxI4CxftrRFKzRQWkXc",
+	"dwxLQnfjT0mW/XbPIofuQj9kRBmMadUbMESLO0uyjMFJHMgSEzqjSWsTjYQ78sqhVBhkXVd89wCDBJXX",
+	"W8Ov+pngeS+RpZpmlsaRP0AaGxNqoyglEYqSPF86DYwOI9qfIaCjuZI753bQLt+7F3pRYNtL30HCgoHB",
+	"Pd4P2d9GXzfRmbYdbtnn1vHvqBsrp/6ob9Kah4DYtQb+rVC2X8BQYNpl1MUtSVS+NE4cn0GjMayXV5Ne",
+	"s+/RM0ONBWph+dNtSH5Vz+3ybk8wKkxnfTYPYGhJpfiE2HRJ2hPTbeXIdkuFaYzBwuGlfSyyf2e6DFqQ",
+	"FBOabrrdycFttPfhkAUoco0MNC3a5Q2aEyCrJNH2ZGDI4UEu2OrJ1mq8EjhpAuxrmzPRmvUShRmojEsE",
+	"v/cYMr6AgrAlLFAglJUCziDjebq24wWRQJIES4XpK1/poex7JDfAEoyQwJEJ1HABWjIUMuCzWQzTpTPG",
+	"Vrqg5DlNlscDCTgQs3j3vbvvNbxk9Iv7PRGoKsFgTm/Q8pr4W7beYcqreaaAcZVRNocj/4NKsxlMzVtm",
+	"I/VxkaZogcxtQmFt/qiGFm724JmxqdAe0LgFgGwFgTulhe3Du8ASH7QMapjtHpyspgWVknLW46nJnExS",
+	"JKnHJEGNsjXv1ICn7Znud/bZR8FCewbfd8iLttLqNcpxYac+iFPbgdW8VK3MVs3JKudW2NRIxQpk2hK1",
+	"t/Q/DF4yZvS3Q0utkolOzF9bMqZIPhEe0bW1Rn3J5jVbz1ifPkFqyc9VhiKoS55XGc6XVx/TX+Wyrbal",
+	"o33W3byJQG0C9FlsjmEpeIJSWi/QQZWuByhQj2+T4IQlmOc9jt9b8+DjVtas0bX1wp9Od0PRrnxjK1Wd",
+	"LesuuLa1w7QJldc/5CRoXmXSraZpVwt2Im3muY3+op+lN8brJaJRGC0NMa2ENDqWVbIi+aTODFld4lNG",
+	"n7ccuk1hl7UlD928syf28dDe32kh35RPr2ufHintt4sTsX+OYFPSb1dD3+TO29mEFYLtlBA0TNhPAfTr",
+	"+W+DamAjOQN2ZoCp6dB2tbJ7i2t/oJLGIEuadYVo3kWMoTJC/vCSv96CvR3TcGbWpvSutzDyA8lzVFtq",
+	"zPpc8QxB0xESwoybmQ50HE2Qon9cvtDebEloCjMqpIKZ4IWZTYM58Ip0BO+cvdVunyv9gkVGcwRTeAa/",
+	"ouADlxR2zusl6dvaW7Z+twTKoBR8LlAOjTbsUWizvdTD81HLByaVoGr5ThtCy8MpEmE1sf31g1/lnz+8",
+	"90X2xgu0z9WjZkqVtr6cslkoFox5Lut4BRwRuKFCVSSHpBL6/CyPYcYFCCS560nQvr2nncqwGH1ifzU3",
+	"qISrBstewZGhILz+23/DDNlx3ExDBIK5aQIdAs0FxmGWc6Lk6BO7MAlPc3m1DF7CwsRYrrR1u9KTSpN1",
+	"HcEFSTLQgm9q8r+Sn9jV7QvBc5RXkFOprJT/+cN7MBfB1S6C4pCQPAeq4IhMJTJ1phej+DUyk9XA9Hj0",
+	"idWJxzOvZ0xRAQppSflydDI6MYi3REZKGp1F34xORt+YYITKDBvHmcnM/6p/z+1ZrRf8Jo3OXOb+12il",
+	"A+Hrk5MN3Qe7dR244oBA08Hfy1FH/qKzj581vi0KorVk9D5DcNBX070qTdzfQLqPES9l9Fm/PS5QCZrI",
+	"3j3+1d3fukeFt2pc5oSu7C7Qr9HdiJtBH23N8kvBC1QZVhL0kGCP+Oa9tt5x+wlv1gTm+vn51t5+RHY2",
+	"Ke4AIcz0Iy2U35588zRT/o1rtW6n3SJLPvuthUkgSTJTPaH1S0HnQmOmMM1vXo5JWlA2JlVqG5CCtP+R",
+	"SmXKwKNuy9rH8O6aR8a2sek+3vqg6327//yIDG5K4kN9QlCSOdpGOARDD8j5fGRNs2vACY9fL7jVh9Tm",
+	"0IXpS3OJc7A1/jEwXKA249qYt7ljGKLNmVO5Br/Yd42PbH5NciTpKhM9BpDjO5re93LzP1G5hqfa99qN",
+	"qW++f1w+NcnCdTZpaTcxiUMw5pwt7WCx7euk2rI5QNsk3k3+V1prTeU1GA/4MTg29ln88Z3POd+PXdhd",
+	"Y1Eug3pR379shet3ZWUcbAZs1ZkfrJtz+3K63Z5Wyow/9x88XR5OEXS7sO67aFNv8n5NvF8eULxtbDcs",
+	"3C6JZdluYLyKwUfMjBByZgR1QZa+NtlJ6shA4kBP9It2U3Roae6tcaCN2i3zQefMyqgGEbMqz1tpK6dt",
+	"F4Kzua+hPqLKpPAYV+A7MWKQXKPKbobr+FCH0EDwzdav6RCV64cs1LVbu5y7CIVP3Qw4Ks/KsrYSHxtN",
+	"qyP1IXS3Y8Yrq7kttf+9G2qOXfJX/4ZfKqwQjkwwUVqra+5bYMvzVBtjnwHaX7LiHjX92oSuWmK0u6p+",
+	"It243gv9bPTjT6YdLtaKxHL12Wo8vVIgXplrv5+YqNArICAx4SwFk3P3mt03hRxMmw2FgPuJ4vdPoU42",
+	"W8hD4T87WgAAGlurPNz8Sj4C+Gs4NXZy0I/zaszyMI49DzD1tKLS4KeDCI0dqzndtTaCIwKa0UBMUZEN",
+	"t7ZMkMoEyozn6Sv3ZZUlrwTwBTt+BIGyedNNfoNNlz43ceqmcZ+lNPmU9GFgjPkSzbowvTLKqA70utov",
+	"xaEOgB9IaKi8Htfp5F4A7JO7A9Gvq/gLfQ7psMnf3x9SbhVVb8TKmidzTK35ORBkdtGGemxX6tiU9bzw",
+	"PIEUFSaKi8cIVGkkJMd3LqlzP7Zu3gtfqlZWASF8h6rVub6rwnLfPXospbXerv3EiqtFmh7lZWkMmsaH",
+	"kCUDcLkwoYc5OnT7lfnalsry5aQky+6Ug+RmkLQgU8IlZHvVleb3hXtuX1n5nWmWph16o1px1DsUfHZs",
+	"zzGdozCslk+hMerA6VYpqJXelyIHwy3M4SxLSxLsoE8jA9vjdlYCesJ2/6j8f/JYXIv9btSn4P+irtLp",
+	"i3FoDrpangcBhkfilFtaj8G22zswe/ygj8ePwebZ7v4PI/3IRvq9/1YtkbAVU8VQsRSFcQpK4r506xX7",
+	"gpniH8iIhCM9VJfhDw5iuCzWZsl57R8a5IZ2OkYaDj28M+DBQrJLA3b7u3drFdzrYuRJdLjShYSzGZ1X",
+	"AlOfanTx0kWGKnPykmhpsGWPGvybzwm7lJ6LrbYFpAFwXSExDWm1SLiW1c0icekfegqW+K+2DOCDX9eh",
+	"TrGLBfnuYwncNCyi2J2uw+Dz/tD5iwfE7+sDMQASb+HZ5pTi/lU8T5NPXG28f/JkYn8tkSVgCkekE7Yw",
+	"7AIqbbE1UcBZYjPCzzLVaHdhIsgudOfqo/ZWCltzh39Ujv3E6lLBtWO+lkl8KCvGtvGtP5fz2tz/fXMl",
+	"Bvv1l0Nwx9IDCPhWCHukj8wMEqgC/8Edi2aO9+HQ9uDDvoGHLz2c0DGeWwMKnhN72c7nXInzTItwzt2n",
+	"NeCozlXGJt1dKf7CJ9qPn3Etov1DLnXG1f6dl4DN3CBWXSUwwF5+0WU2IWNZH+st1nI3Jgy2lL9bfsRQ",
+	"d8EfgjUfqMpSQRbNcZCK5nm3wm5vbrT7snuqmtLU7vqi+VTHsylFWf2Y7TMsRjlIeDhNwXPKFJis1aIY",
+	"/e4qUEhd/mK+hqZ4U/ykoOBSgVrQBI93FRzTKis3nFxjsW2f/TM12J3+8ye215YwAVnRN9SztcZm2U31",
+	"QF3b1Gqk1WZjTmcKJIqbVclyUrMSaLYPNrK1PVNUZ4l+98meDnheT/c4Umw6iTvkcR6Ww/kjM9NwalgB",
+	"xRDu4TTj/FqO75xze9/Wqat/G00uUGDq23vdGy7ZY7MkZ3Blvssj5ZWpYz/Pqfks7dcnp+b/H/B1RhRc",
+	"2msncHX3KeLXn5zGu/rE9EP2DyaydMpv4YjkkruSeIEp5vQGxfJ4BOcwJam2NOazXGwOks4ZUZVA+7cH",
+	"X5qKbFtwJH0PkG0nXy1tNd+Z+mAp0ZMp6na7Nd9RHdTsdhr4o1uDjQpPFKoXUgkkRVc+67zUlDJi8ljB",
+	"P6i32aacBvicXDO+MCKWwlHDseNVMR58ktY/tXDIP+IX79+w/r4jxqTZuO03EwbbSJJv7qk+rzvUmrEY",
+	"V3TmdhjDDQo6o00JZffoNJLL3acpyQKmPF12DrM7qfrsdtfSfKXi42ctV9qgeeGtRO6+RnE2Huc8IXnG",
+	"pTr77uS7E6Mg3eh3TSWuD2dpRVtftICsdaleTfuas1nNFWdvW1dsprd1gZcyuv98//8BAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
