@@ -66,7 +66,7 @@ func newClient(base string, jwtSecret, whSecret string, conns int, timeout time.
 		IdleConnTimeout:    30 * time.Second,
 		DisableCompression: true,
 	}
-	return &client{base: base, conns: newConns(u.Host, conns*2, timeout), http: &http.Client{Transport: tr, Timeout: timeout},
+	return &client{base: base, conns: newConns(u.Host, u.Path, conns*2, timeout), http: &http.Client{Transport: tr, Timeout: timeout},
 		jwtSecret: []byte(jwtSecret), whSecret: []byte(whSecret), timeout: timeout, tokens: map[string]string{}}
 }
 

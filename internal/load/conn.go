@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -27,6 +29,7 @@ import (
 type conns struct {
 	addr    string // host:port
 	host    string // the Host header
+	prefix  string // the base URL's path, if any
 	timeout time.Duration
 	dialer  net.Dialer
 	idle    chan *hconn
@@ -38,12 +41,12 @@ type hconn struct {
 	bw *bufio.Writer
 }
 
-func newConns(host string, size int, timeout time.Duration) *conns {
+func newConns(host, prefix string, size int, timeout time.Duration) *conns {
 	addr := host
 	if _, _, err := net.SplitHostPort(host); err != nil {
 		addr = net.JoinHostPort(host, "80")
 	}
-	return &conns{addr: addr, host: host, timeout: timeout,
+	return &conns{addr: addr, host: host, prefix: strings.TrimSuffix(prefix, "/"), timeout: timeout,
 		dialer: net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second},
 		idle:   make(chan *hconn, size)}
 }
@@ -51,18 +54,23 @@ func newConns(host string, size int, timeout time.Duration) *conns {
 // header is one request header.
 type header struct{ name, value string }
 
-// do sends one request and reads its whole response (up to 1 MiB). A
-// connection that was reused and fails before any of the response arrives
-// (the server restarted, or closed it idle) is replaced and the request sent
-// once more, as net/http does for idempotent requests: every request of the
-// tool is (idempotency keys, webhooks, reads).
+// do sends one request and reads its whole response (up to 1 MiB). When a
+// reused connection fails before any of the response arrives (the server
+// restarted, or closed it idle), the other idle connections are likely as
+// dead: they are dropped, and a replayable request is sent once more on a
+// new connection. Replayable is net/http's rule: a read, or a request with
+// an Idempotency-Key, which the server answers once however often it
+// arrives. Anything else (a webhook, an approval) may have run before the
+// connection died, so its failure is the caller's to judge, as it would be
+// with net/http.
 func (p *conns) do(ctx context.Context, method, path string, hdrs []header, body []byte) (int, []byte, error) {
-	for attempt := 0; ; attempt++ {
-		h, reused, err := p.get(ctx)
+	fresh := false
+	for {
+		h, reused, err := p.get(ctx, fresh)
 		if err != nil {
 			return 0, nil, err
 		}
-		status, raw, started, err := p.exchange(ctx, h, method, path, hdrs, body)
+		status, raw, started, err := p.exchange(ctx, h, method, p.prefix+path, hdrs, body)
 		if err == nil {
 			return status, raw, nil
 		}
@@ -70,10 +78,23 @@ func (p *conns) do(ctx context.Context, method, path string, hdrs []header, body
 		if ctx.Err() != nil {
 			return 0, nil, fmt.Errorf("%w (%w)", ctx.Err(), err) // classified as the context's end
 		}
-		if !reused || started || attempt > 0 || !stale(err) {
+		if !reused || started || !stale(err) {
 			return 0, nil, err
 		}
+		p.close()
+		if fresh || !replayable(method, hdrs) {
+			return 0, nil, err
+		}
+		fresh = true
 	}
+}
+
+// replayable is net/http's rule for resending a request on a new connection.
+func replayable(method string, hdrs []header) bool {
+	if method == http.MethodGet || method == http.MethodHead {
+		return true
+	}
+	return slices.ContainsFunc(hdrs, func(h header) bool { return h.name == "Idempotency-Key" })
 }
 
 // stale reports a failure of the kind a connection closed by the server
@@ -83,11 +104,14 @@ func stale(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-func (p *conns) get(ctx context.Context) (*hconn, bool, error) {
-	select {
-	case h := <-p.idle:
-		return h, true, nil
-	default:
+// get takes an idle connection, or dials one (always when fresh).
+func (p *conns) get(ctx context.Context, fresh bool) (*hconn, bool, error) {
+	if !fresh {
+		select {
+		case h := <-p.idle:
+			return h, true, nil
+		default:
+		}
 	}
 	c, err := p.dialer.DialContext(ctx, "tcp", p.addr)
 	if err != nil {

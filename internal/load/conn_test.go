@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,11 +32,13 @@ func TestConns(t *testing.T) {
 			_, _ = w.Write([]byte("bye"))
 		case "/slow":
 			<-r.Context().Done()
+		case "/slowish":
+			time.Sleep(50 * time.Millisecond)
 		}
 	}))
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
-	p := newConns(host, 4, 5*time.Second)
+	p := newConns(host, "", 4, 5*time.Second)
 	defer p.close()
 	ctx := context.Background()
 
@@ -56,17 +59,38 @@ func TestConns(t *testing.T) {
 	require.Equal(t, "bye", string(raw))
 	require.Empty(t, p.idle, "closed as the server asked")
 
-	// An idle connection the server closed is replaced, and the request
-	// sent once more.
-	_, _, err = p.do(ctx, "GET", "/echo", nil, nil)
-	require.NoError(t, err)
-	require.Len(t, p.idle, 1)
-	srv.CloseClientConnections()
+	// Idle connections the server closed (it restarted): a replayable
+	// request is sent once more on a new connection, however many dead
+	// ones the pool held; anything else fails, as with net/http.
+	fill := func() {
+		t.Helper()
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Add(1)
+			go func() { // at once, so that each takes a connection of its own
+				defer wg.Done()
+				_, _, err := p.do(ctx, "GET", "/slowish", nil, nil)
+				require.NoError(t, err)
+			}()
+		}
+		wg.Wait()
+		require.Len(t, p.idle, 3)
+		srv.CloseClientConnections()
+	}
+	fill()
 	before := hits.Load()
-	_, raw, err = p.do(ctx, "POST", "/echo", nil, []byte("again"))
+	_, raw, err = p.do(ctx, "POST", "/echo", []header{{"Idempotency-Key", "k2"}}, []byte("again"))
 	require.NoError(t, err)
 	require.Equal(t, "POST "+host+" again", string(raw))
 	require.Equal(t, before+1, hits.Load())
+	fill()
+	_, _, err = p.do(ctx, "GET", "/echo", nil, nil)
+	require.NoError(t, err)
+	fill()
+	before = hits.Load()
+	_, _, err = p.do(ctx, "POST", "/echo", nil, []byte("webhook"))
+	require.Error(t, err, "not replayable: a request without a key is not sent twice")
+	require.Equal(t, before, hits.Load())
 
 	// A cancelled request returns at once.
 	cctx, cancel := context.WithCancel(ctx)
@@ -82,4 +106,17 @@ func TestConns(t *testing.T) {
 	_, _, err = p.do(ctx, "GET", "/echo", nil, nil)
 	require.Error(t, err)
 	require.Equal(t, "conn_refused", transportCode(err))
+}
+
+// A base URL with a path prefixes every request's path.
+func TestConnsPrefix(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(r.URL.Path))
+	}))
+	defer srv.Close()
+	c := newClient(srv.URL+"/api/", "jwt-secret-0123456789", "wh", 1, 5*time.Second)
+	defer c.close()
+	rep, err := c.do(context.Background(), request{method: "GET", path: "/v1/wallet"})
+	require.NoError(t, err)
+	require.Equal(t, "/api/v1/wallet", string(rep.body))
 }
