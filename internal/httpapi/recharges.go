@@ -165,22 +165,28 @@ func (s *Server) listRecharges(ctx context.Context, userID string, limit *int, c
 	return out, nil
 }
 
-// orderID and refundID read an id from a path. Ids are opaque (API.md): one
-// this API could not have issued names nothing, so it is not found.
+// orderID and refundID read an id a client sent. Ids are opaque (API.md):
+// one this API could not have issued (anything but the canonical form of
+// the UUIDs it hands out) names nothing, so it is not found.
 func orderID(s string) (uuid.UUID, error) {
-	id, err := uuid.Parse(s)
-	if err != nil {
+	id, ok := issuedID(s)
+	if !ok {
 		return uuid.Nil, fault.New(fault.NotFound, "not_found", "no such recharge order")
 	}
 	return id, nil
 }
 
 func refundID(s string) (uuid.UUID, error) {
-	id, err := uuid.Parse(s)
-	if err != nil {
+	id, ok := issuedID(s)
+	if !ok {
 		return uuid.Nil, fault.New(fault.NotFound, "not_found", "no such refund")
 	}
 	return id, nil
+}
+
+func issuedID(s string) (uuid.UUID, bool) {
+	id, err := uuid.Parse(s)
+	return id, err == nil && id.String() == s // uuid.Parse also takes braces, urn: and bare hex
 }
 
 func (s *Server) GetRecharge(ctx context.Context, r oapi.GetRechargeRequestObject) (oapi.GetRechargeResponseObject, error) {

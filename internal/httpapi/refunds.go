@@ -43,26 +43,31 @@ func (s *Server) CreateRefund(ctx context.Context, r oapi.CreateRefundRequestObj
 	if replay, err := s.rateLimitUnlessReplay(ctx, "refund", s.Limits.RefundPerMin, "/v1/refunds", *r.Params.IdempotencyKey, body); err != nil || replay != nil {
 		return deref(replay), err
 	}
-	req := refund.Request{OrderID: body.OrderId, AmountFen: body.AmountFen, ReasonCode: string(body.ReasonCode),
+	req := refund.Request{AmountFen: body.AmountFen, ReasonCode: string(body.ReasonCode),
 		Description: deref(body.Description), Evidence: toEvidence(body.Evidence)}
-	return s.createRefund(ctx, "/v1/refunds", deref(r.Params.IdempotencyKey), body, req)
+	return s.createRefund(ctx, "/v1/refunds", deref(r.Params.IdempotencyKey), body, body.OrderId, req)
 }
 
 func (s *Server) CreateAdminRefund(ctx context.Context, r oapi.CreateAdminRefundRequestObject) (oapi.CreateAdminRefundResponseObject, error) {
 	body := *r.Body
-	req := refund.Request{OrderID: body.OrderId, AmountFen: body.AmountFen, ReasonCode: string(body.ReasonCode),
+	req := refund.Request{AmountFen: body.AmountFen, ReasonCode: string(body.ReasonCode),
 		Description: deref(body.Description), Evidence: toEvidence(body.Evidence), UserID: body.UserId,
 		Clawback: refund.ClawbackUnspentOnly}
 	if body.Clawback != nil {
 		req.Clawback = string(*body.Clawback)
 	}
-	return s.createRefund(ctx, "/v1/admin/refunds", deref(r.Params.IdempotencyKey), body, req)
+	return s.createRefund(ctx, "/v1/admin/refunds", deref(r.Params.IdempotencyKey), body, body.OrderId, req)
 }
 
-func (s *Server) createRefund(ctx context.Context, route, key string, body any, req refund.Request) (stored, error) {
+// createRefund creates the refund of order (its id as the client sent it) in
+// the key's transaction: the key is judged first, and a refusal is stored.
+func (s *Server) createRefund(ctx context.Context, route, key string, body any, order string, req refund.Request) (stored, error) {
 	var created refund.Refund
 	out, err := s.idempotent(ctx, route, key, body, http.StatusCreated, func(ctx context.Context, tx pgx.Tx) (any, error) {
 		var err error
+		if req.OrderID, err = orderID(order); err != nil {
+			return nil, err
+		}
 		created, err = s.Refunds.Create(ctx, tx, actor(ctx), req)
 		if err != nil {
 			return nil, err
@@ -91,19 +96,18 @@ func (s *Server) submit(ctx context.Context, r refund.Refund) {
 func (r stored) VisitReturnPaymentResponse(w http.ResponseWriter) error { return r.write(w) }
 
 func (s *Server) ReturnPayment(ctx context.Context, r oapi.ReturnPaymentRequestObject) (oapi.ReturnPaymentResponseObject, error) {
-	id, err := orderID(r.Id)
-	if err != nil {
-		return nil, err
-	}
 	var created refund.Refund
 	body := struct {
 		Order   string `json:"order"`
 		TradeNo string `json:"trade_no"`
 		Note    string `json:"note"`
-	}{id.String(), r.TradeNo, r.Body.Note}
+	}{r.Id, r.TradeNo, r.Body.Note}
 	out, err := s.idempotent(ctx, "/v1/admin/recharges/:id/payments/:trade_no/return", deref(r.Params.IdempotencyKey), body,
 		http.StatusCreated, func(ctx context.Context, tx pgx.Tx) (any, error) {
-			var err error
+			id, err := orderID(r.Id)
+			if err != nil {
+				return nil, err
+			}
 			if created, err = s.Refunds.ReturnPayment(ctx, tx, actor(ctx), id, r.TradeNo, r.Body.Note); err != nil {
 				return nil, err
 			}

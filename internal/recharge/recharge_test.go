@@ -117,22 +117,39 @@ func TestRechargeValidation(t *testing.T) {
 			}
 			require.NoError(t, json.Unmarshal([]byte(tc.body), &req))
 			list := h.Do("GET", fmt.Sprintf("/v1/channels?amount_fen=%d", req.AmountFen), apptest.Req{Token: user}).RequireStatus(t, 200)
+			listed := false
 			for _, e := range list.JSON2() {
 				if e["channel"] == req.Channel {
+					listed = true
 					require.Equal(t, false, e["available"])
 					require.Equal(t, tc.reason, e["reason_code"], "the list says what creation says")
 				}
 			}
+			require.Equal(t, req.Channel != "paypal", listed, "an unconfigured channel is not listed")
 		})
 	}
 	r := h.Do("POST", "/v1/recharges", apptest.Req{Token: user, Body: `{"channel":"sandbox","amount_fen":600}`}).RequireStatus(t, 400)
 	require.Equal(t, "idempotency_key_required", r.Code())
-	// ids are opaque: one the API never issued is not found, whatever its shape
-	for _, path := range []string{"/v1/recharges/not-a-uuid", "/v1/refunds/not-a-uuid"} {
-		require.Equal(t, "not_found", h.Do("GET", path, apptest.Req{Token: user}).RequireStatus(t, 404).Code())
+	// ids are opaque: one the API never issued is not found, whatever its
+	// shape, in a path or in a body
+	id := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "real")["id"].(string)
+	h.Do("GET", "/v1/recharges/"+id, apptest.Req{Token: user}).RequireStatus(t, 200)
+	for i, bad := range []string{"not-a-uuid", strings.ToUpper(id), "{" + id + "}", "urn:uuid:" + id,
+		strings.ReplaceAll(id, "-", ""), strings.Repeat("x", 300)} {
+		for _, path := range []string{"/v1/recharges/" + bad, "/v1/refunds/" + bad} {
+			require.Equal(t, "not_found", h.Do("GET", path, apptest.Req{Token: user}).RequireStatus(t, 404).Code(), path)
+		}
+		if i < 3 { // within the refund requests' rate limit
+			r := h.Do("POST", "/v1/refunds", apptest.Req{Token: user, Key: fmt.Sprintf("refund-%d", i),
+				Body: map[string]any{"order_id": bad, "reason_code": "other"}})
+			require.Equal(t, "not_found", r.RequireStatus(t, 404).Code(), bad)
+		}
 	}
-	require.Equal(t, "not_found", h.Do("POST", "/v1/recharges/not-a-uuid/cancel", apptest.Req{Token: user}).RequireStatus(t, 404).Code())
+	// the key is judged before the id
 	support := h.Token("agent", auth.RoleSupport)
+	r = h.Do("POST", "/v1/admin/recharges/not-a-uuid/payments/T-1/return", apptest.Req{Token: support, Body: map[string]any{"note": "x"}})
+	require.Equal(t, "idempotency_key_required", r.RequireStatus(t, 400).Code())
+	require.Equal(t, "not_found", h.Do("POST", "/v1/recharges/not-a-uuid/cancel", apptest.Req{Token: user}).RequireStatus(t, 404).Code())
 	require.Equal(t, "not_found", h.Do("POST", "/v1/admin/refunds/x/approve", apptest.Req{Token: support, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 404).Code())
 }
 

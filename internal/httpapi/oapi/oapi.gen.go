@@ -398,9 +398,11 @@ type AdminRefundRequest struct {
 	Clawback    *AdminRefundRequestClawback `json:"clawback,omitempty"`
 	Description *string                     `json:"description,omitempty"`
 	Evidence    *[]Evidence                 `json:"evidence,omitempty"`
-	OrderId     openapi_types.UUID          `json:"order_id"`
-	ReasonCode  RefundReason                `json:"reason_code"`
-	UserId      string                      `json:"user_id"`
+
+	// OrderId Opaque; an order id the API never issued is 404 not_found.
+	OrderId    string       `json:"order_id"`
+	ReasonCode RefundReason `json:"reason_code"`
+	UserId     string       `json:"user_id"`
 }
 
 // AdminRefundRequestClawback defines model for AdminRefundRequest.Clawback.
@@ -655,11 +657,13 @@ type RefundReason string
 
 // RefundRequest defines model for RefundRequest.
 type RefundRequest struct {
-	AmountFen   *int64             `json:"amount_fen,omitempty"`
-	Description *string            `json:"description,omitempty"`
-	Evidence    *[]Evidence        `json:"evidence,omitempty"`
-	OrderId     openapi_types.UUID `json:"order_id"`
-	ReasonCode  RefundReason       `json:"reason_code"`
+	AmountFen   *int64      `json:"amount_fen,omitempty"`
+	Description *string     `json:"description,omitempty"`
+	Evidence    *[]Evidence `json:"evidence,omitempty"`
+
+	// OrderId Opaque; an order id the API never issued is 404 not_found.
+	OrderId    string       `json:"order_id"`
+	ReasonCode RefundReason `json:"reason_code"`
 }
 
 // RefundStatus defines model for RefundStatus.
@@ -4252,87 +4256,88 @@ func (sh *strictHandler) ReceiveWebhook(ctx echo.Context, channel string) error 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7F17cxtHcv8qXZtUmaysAMqmLw5V+YOR6UR3vjNL0pUqJanAwW4DO+buzHpmliDMYlW+Q75hPklqXvsA",
-	"ZoEFCNL0yfoL2sc8unu6f/1a3kUJL0rOkCkZnd1FGZIUhfn5JsWi5AqZeotlTpaY6qspykTQUlHOorPo",
-	"SokKr2CRIQOVIQiUJWcSgUrzf6m4wBR4pRJeIPAZEAZIRE5RgMBfKpQKFlRl9mlSINTTJssXf8HlKIoj",
-	"mWRYED07sqqIzj5GetrocxypZYnRWSSVoGwe3d/fx1FJBClQuU28roTkQv+ier2/VCiWURwxUuj3Enu3",
-	"PUNBbn9ENldZdPb1ycn6DHH05vt1OvxUkl8qjIFIwBsUS6Cp3qzKqITzyzev9LZpClQB0/eBSllhqql0",
-	"enIKjKvJjFcs1Zs16yyJyppl0jSKI00tKjQT9OZ7lvzy6+/iqKCs/n9wAw2F/4LL9c28dTMBZ243lz+9",
-	"ew8qIwoKfoMSCs5wCVxAIpAolHp7fPozJgqOTk9OgDYzTK5xOfFrN6zmlQKqjl/By//7n//9+ttvoRSU",
-	"KTLNEc7fvX7zpiaClcWGDCuS0WHb+i5/pAVVfYzPzc32ACnOSJUrzfVYU5QWWtJeahEoKHP/q6lJmcI5",
-	"CjPR3yUKKxMB1lUSxeSg/LvXQ9lTZiT8UvBpjoX+mXCmj6v+ScoypwnRHB2X9ol/+Vlq9t61Zv5ngbPo",
-	"LPqncaMExvauHPtxzYxdATln8PaH1/Bvp9/+K7jBR4YU7l099HlaUPYWZxVL39pzbpaVplQPQvJLwUsU",
-	"iupNzEguMY7K1qW7iBS8YmoyQ7PmGRcFUZbyfzqNuixy/zZzKo6SnCymJLnusDuqmCyRqQlnuRYQr2FW",
-	"LpM854tJilMtNQtBFU74bBZQQSu0WlUoJ4EX8IamyBI0IqSwkNtYc+FfuDd0eGPfedmMTYQgS32Xi9TK",
-	"X5uEVWUEcm0dAonkbJLwFLetwDNWv6Bf9WK+hzZqzsXHZrlx5+A0y2robdWNnvu8LAW/wf2kjHGFQ7i0",
-	"slDzWnAxVUrVBVPC6NUViU68TKyRniTKWqnwnYngOYZvzxT2vKg6TE+JwheKFhji/BRnXIQnGCg7no5r",
-	"NyxpnGz03bXXA/dbcrWZIWZVloodmsWe6t252utqy5rZhqFdL3N/pFbIurytz+2gA9ySkvv1Q8vwVk2S",
-	"GriwKs+1dfSGYwshzPzdQUJ7eZ0RxjC/yOmcTmlOVUhgbwh1U9f0n3KeIzGHPrFDBBlnD+2A5a+pHa+A",
-	"3eiTlEr9uuGvNQlT1Lq4oKy5RKb8BicFuY2MwuFiojGVUdrmzURgSpW5yEtk7WuUyWo2ownVlrO+OhP8",
-	"V2TN//kNirTSsiGovJ5Mc55c61H07j7HO/LIEy5uUbhLh5qAG1h3SZaFs/Y7Wc6AYdzASIvw0sku6sTB",
-	"/Q43DRnbXCyoLIhKNFZKKwtWMGhPhbE1Q42YEiTFCePbVUbDhfqduE27Zh8dKgQ5Ynb3I2W44RDtwBAD",
-	"T3d4XiqiKtmmt9Z6N3rltSB7CQ6RuCrTnZlcSUx3WOJgTd4o44YKrdniFYLWm+/sYjOT9oMKm5myGY+e",
-	"HJ5rK2RrE8sNHCJCLzRJtNx31tJSTRnmmiEG/obkx56adU/ye0oKzlL5Ckouqd4bkDSVoLjx992sI/iJ",
-	"wZUe/AoIMJwT+6QZVPvIDBegbwNhKZBmLM4QBJZkKYEq7TYO0XV76LMe8PIzrwQjeR+2uaYsfKPAgvcY",
-	"zRkK7wkMwDutBcQ1C2tuuBW0h92qyIx4HALh/Lbg5qLlUe1wwj3H6igT3moyViIPSv0Nyauw87CLz+OY",
-	"ZAfbtJn9tNYBncuCMv+/Vb6u7KmeNLSf/0KSa8qsClijDjcTbIN2uyTJNZnjASBR6jTXwMd7VEBOpkFY",
-	"FTrM9YwrIMSOEdxtE/np7tZD6a4yfmdjbJKRa5wkRCLo5yDJNfKVIBdUJRlwNoqCQQ1FaBghohBcdDXD",
-	"Oipb0QIFuZ1YXLcjMlpxFgIq1BySPp28JmOtoRVVPU52j3u6wkXnWNphWrCkN3DxFklKGUq5zsGUKDIl",
-	"sm+PKZVbtudVmECSLq1jO7G/tyKJeuH1IsKLTzIiDnLWNrofOZc7Wut9LPyOxx1vSypQ7jTFLCdzuX4q",
-	"f+ACZFWWXKgYcDQfwYp/FENOFE5K6+3FUDtL/pKJlw8+eQPdKONEB3SIXSncUFxI4CxftrRFKzRQWkXc",
-	"dwxLQnfjT0mW/XbPIofuQj9kRBmMadUbMESLO0uyjMFJHMgSEzqjSWsTjYQ78sqhVBhkXVd89wCDBJXX",
-	"W8Ov+pngeS+RpZpmlsaRP0AaGxNqoyglEYqSPF86DYwOI9qfIaCjuZI753bQLt+7F3pRYNtL30HCgoHB",
-	"Pd4P2d9GXzfRmbYdbtnn1vHvqBsrp/6ob9Kah4DYtQb+rVC2X8BQYNpl1MUtSVS+NE4cn0GjMayXV5Ne",
-	"s+/RM0ONBWph+dNtSH5Vz+3ybk8wKkxnfTYPYGhJpfiE2HRJ2hPTbeXIdkuFaYzBwuGlfSyyf2e6DFqQ",
-	"FBOabrrdycFttPfhkAUoco0MNC3a5Q2aEyCrJNH2ZGDI4UEu2OrJ1mq8EjhpAuxrmzPRmvUShRmojEsE",
-	"v/cYMr6AgrAlLFAglJUCziDjebq24wWRQJIES4XpK1/poex7JDfAEoyQwJEJ1HABWjIUMuCzWQzTpTPG",
-	"Vrqg5DlNlscDCTgQs3j3vbvvNbxk9Iv7PRGoKsFgTm/Q8pr4W7beYcqreaaAcZVRNocj/4NKsxlMzVtm",
-	"I/VxkaZogcxtQmFt/qiGFm724JmxqdAe0LgFgGwFgTulhe3Du8ASH7QMapjtHpyspgWVknLW46nJnExS",
-	"JKnHJEGNsjXv1ICn7Znud/bZR8FCewbfd8iLttLqNcpxYac+iFPbgdW8VK3MVs3JKudW2NRIxQpk2hK1",
-	"t/Q/DF4yZvS3Q0utkolOzF9bMqZIPhEe0bW1Rn3J5jVbz1ifPkFqyc9VhiKoS55XGc6XVx/TX+Wyrbal",
-	"o33W3byJQG0C9FlsjmEpeIJSWi/QQZWuByhQj2+T4IQlmOc9jt9b8+DjVtas0bX1wp9Od0PRrnxjK1Wd",
-	"LesuuLa1w7QJldc/5CRoXmXSraZpVwt2Im3muY3+op+lN8brJaJRGC0NMa2ENDqWVbIi+aTODFld4lNG",
-	"n7ccuk1hl7UlD928syf28dDe32kh35RPr2ufHintt4sTsX+OYFPSb1dD3+TO29mEFYLtlBA0TNhPAfTr",
-	"+W+DamAjOQN2ZoCp6dB2tbJ7i2t/oJLGIEuadYVo3kWMoTJC/vCSv96CvR3TcGbWpvSutzDyA8lzVFtq",
-	"zPpc8QxB0xESwoybmQ50HE2Qon9cvtDebEloCjMqpIKZ4IWZTYM58Ip0BO+cvdVunyv9gkVGcwRTeAa/",
-	"ouADlxR2zusl6dvaW7Z+twTKoBR8LlAOjTbsUWizvdTD81HLByaVoGr5ThtCy8MpEmE1sf31g1/lnz+8",
-	"90X2xgu0z9WjZkqVtr6cslkoFox5Lut4BRwRuKFCVSSHpBL6/CyPYcYFCCS560nQvr2nncqwGH1ifzU3",
-	"qISrBstewZGhILz+23/DDNlx3ExDBIK5aQIdAs0FxmGWc6Lk6BO7MAlPc3m1DF7CwsRYrrR1u9KTSpN1",
-	"HcEFSTLQgm9q8r+Sn9jV7QvBc5RXkFOprJT/+cN7MBfB1S6C4pCQPAeq4IhMJTJ1phej+DUyk9XA9Hj0",
-	"idWJxzOvZ0xRAQppSflydDI6MYi3REZKGp1F34xORt+YYITKDBvHmcnM/6p/z+1ZrRf8Jo3OXOb+12il",
-	"A+Hrk5MN3Qe7dR244oBA08Hfy1FH/qKzj581vi0KorVk9D5DcNBX070qTdzfQLqPES9l9Fm/PS5QCZrI",
-	"3j3+1d3fukeFt2pc5oSu7C7Qr9HdiJtBH23N8kvBC1QZVhL0kGCP+Oa9tt5x+wlv1gTm+vn51t5+RHY2",
-	"Ke4AIcz0Iy2U35588zRT/o1rtW6n3SJLPvuthUkgSTJTPaH1S0HnQmOmMM1vXo5JWlA2JlVqG5CCtP+R",
-	"SmXKwKNuy9rH8O6aR8a2sek+3vqg6327//yIDG5K4kN9QlCSOdpGOARDD8j5fGRNs2vACY9fL7jVh9Tm",
-	"0IXpS3OJc7A1/jEwXKA249qYt7ljGKLNmVO5Br/Yd42PbH5NciTpKhM9BpDjO5re93LzP1G5hqfa99qN",
-	"qW++f1w+NcnCdTZpaTcxiUMw5pwt7WCx7euk2rI5QNsk3k3+V1prTeU1GA/4MTg29ln88Z3POd+PXdhd",
-	"Y1Eug3pR379shet3ZWUcbAZs1ZkfrJtz+3K63Z5Wyow/9x88XR5OEXS7sO67aFNv8n5NvF8eULxtbDcs",
-	"3C6JZdluYLyKwUfMjBByZgR1QZa+NtlJ6shA4kBP9It2U3Roae6tcaCN2i3zQefMyqgGEbMqz1tpK6dt",
-	"F4Kzua+hPqLKpPAYV+A7MWKQXKPKbobr+FCH0EDwzdav6RCV64cs1LVbu5y7CIVP3Qw4Ks/KsrYSHxtN",
-	"qyP1IXS3Y8Yrq7kttf+9G2qOXfJX/4ZfKqwQjkwwUVqra+5bYMvzVBtjnwHaX7LiHjX92oSuWmK0u6p+",
-	"It243gv9bPTjT6YdLtaKxHL12Wo8vVIgXplrv5+YqNArICAx4SwFk3P3mt03hRxMmw2FgPuJ4vdPoU42",
-	"W8hD4T87WgAAGlurPNz8Sj4C+Gs4NXZy0I/zaszyMI49DzD1tKLS4KeDCI0dqzndtTaCIwKa0UBMUZEN",
-	"t7ZMkMoEyozn6Sv3ZZUlrwTwBTt+BIGyedNNfoNNlz43ceqmcZ+lNPmU9GFgjPkSzbowvTLKqA70utov",
-	"xaEOgB9IaKi8Htfp5F4A7JO7A9Gvq/gLfQ7psMnf3x9SbhVVb8TKmidzTK35ORBkdtGGemxX6tiU9bzw",
-	"PIEUFSaKi8cIVGkkJMd3LqlzP7Zu3gtfqlZWASF8h6rVub6rwnLfPXospbXerv3EiqtFmh7lZWkMmsaH",
-	"kCUDcLkwoYc5OnT7lfnalsry5aQky+6Ug+RmkLQgU8IlZHvVleb3hXtuX1n5nWmWph16o1px1DsUfHZs",
-	"zzGdozCslk+hMerA6VYpqJXelyIHwy3M4SxLSxLsoE8jA9vjdlYCesJ2/6j8f/JYXIv9btSn4P+irtLp",
-	"i3FoDrpangcBhkfilFtaj8G22zswe/ygj8ePwebZ7v4PI/3IRvq9/1YtkbAVU8VQsRSFcQpK4r506xX7",
-	"gpniH8iIhCM9VJfhDw5iuCzWZsl57R8a5IZ2OkYaDj28M+DBQrJLA3b7u3drFdzrYuRJdLjShYSzGZ1X",
-	"AlOfanTx0kWGKnPykmhpsGWPGvybzwm7lJ6LrbYFpAFwXSExDWm1SLiW1c0icekfegqW+K+2DOCDX9eh",
-	"TrGLBfnuYwncNCyi2J2uw+Dz/tD5iwfE7+sDMQASb+HZ5pTi/lU8T5NPXG28f/JkYn8tkSVgCkekE7Yw",
-	"7AIqbbE1UcBZYjPCzzLVaHdhIsgudOfqo/ZWCltzh39Ujv3E6lLBtWO+lkl8KCvGtvGtP5fz2tz/fXMl",
-	"Bvv1l0Nwx9IDCPhWCHukj8wMEqgC/8Edi2aO9+HQ9uDDvoGHLz2c0DGeWwMKnhN72c7nXInzTItwzt2n",
-	"NeCozlXGJt1dKf7CJ9qPn3Etov1DLnXG1f6dl4DN3CBWXSUwwF5+0WU2IWNZH+st1nI3Jgy2lL9bfsRQ",
-	"d8EfgjUfqMpSQRbNcZCK5nm3wm5vbrT7snuqmtLU7vqi+VTHsylFWf2Y7TMsRjlIeDhNwXPKFJis1aIY",
-	"/e4qUEhd/mK+hqZ4U/ykoOBSgVrQBI93FRzTKis3nFxjsW2f/TM12J3+8ye215YwAVnRN9SztcZm2U31",
-	"QF3b1Gqk1WZjTmcKJIqbVclyUrMSaLYPNrK1PVNUZ4l+98meDnheT/c4Umw6iTvkcR6Ww/kjM9NwalgB",
-	"xRDu4TTj/FqO75xze9/Wqat/G00uUGDq23vdGy7ZY7MkZ3Blvssj5ZWpYz/Pqfks7dcnp+b/H/B1RhRc",
-	"2msncHX3KeLXn5zGu/rE9EP2DyaydMpv4YjkkruSeIEp5vQGxfJ4BOcwJam2NOazXGwOks4ZUZVA+7cH",
-	"X5qKbFtwJH0PkG0nXy1tNd+Z+mAp0ZMp6na7Nd9RHdTsdhr4o1uDjQpPFKoXUgkkRVc+67zUlDJi8ljB",
-	"P6i32aacBvicXDO+MCKWwlHDseNVMR58ktY/tXDIP+IX79+w/r4jxqTZuO03EwbbSJJv7qk+rzvUmrEY",
-	"V3TmdhjDDQo6o00JZffoNJLL3acpyQKmPF12DrM7qfrsdtfSfKXi42ctV9qgeeGtRO6+RnE2Huc8IXnG",
-	"pTr77uS7E6Mg3eh3TSWuD2dpRVtftICsdaleTfuas1nNFWdvW1dsprd1gZcyuv98//8BAAD//w==",
+	"7F37ctvGen+Vb9DORJrCpJwop6k8/UN1lNbn5JxobJ/xdGwPtQQ+EhsBu8juQhSj0UzfoW/YJ+nsDRdy",
+	"QYIUpcgn8V80Lnv5rr/9LtBdlPCi5AyZktHZXZQhSVGYn29SLEqukKm3WOZkiam+mqJMBC0V5Sw6i66U",
+	"qPAKFhkyUBmCQFlyJhGoNP+XigtMgVcq4QUCnwFhgETkFAUI/KVCqWBBVWafJgVCPW2yfPEXXI6iOJJJ",
+	"hgXRsyOriujsY6SnjT7HkVqWGJ1FUgnK5tH9/X0clUSQApXbxOtKSC70L6rX+0uFYhnFESOFfi+xd9sz",
+	"FOT2R2RzlUVnX5+crM8QR2++X6fDTyX5pcIYiAS8QbEEmurNqoxKOL9880pvm6ZAFTB9H6iUFaaaSqcn",
+	"p8C4msx4xVK9WbPOkqisWSZNozjS1KJCM0FvvrNkyvySXwYX3FD0L7hcX/xbNzJw5lZ/+dO796AyoqDg",
+	"Nyih4AyXwAUkAolCqbfDpz9jouDo9OQEaDPD5BqXE79Ww1peKaDq+BW8/L//+d+vv/0WSkGZItMc4fzd",
+	"6zdv6k1b2Wu2vSIJHTat7/JHWlDVx+jc3GwPkOKMVLnSXI4102mhJeulZnlBmftfTU3KFM5RmIn+LlFY",
+	"GQiwqpIoJtv41YjYy6+/i7fw714PZbXKSPSl4NMcC/0z4Uyrp/5JyjKnCdEcHZf2iX/5WWr23rVm/meB",
+	"s+gs+qdxo/Rje1eO/bhmxq6AnDN4+8Nr+LfTb/8V3OAjQwr3rh76PC0oe4uziqVvrV6bZaUp1YOQ/FLw",
+	"EoWiehMzkkuMo7J16S4iBa+YmszQrHnGRUGUpfyfTqMui9y/zZyKoyQniylJrjvsjiomS2RqwlmuBcRb",
+	"lJXLJM/5YpLiVEvNQlCFEz6bBUzOCq1WDchJ4AW8oSmyBI0IKSzkNtZc+BfuDR3e2HdeNmMTIchS3+Ui",
+	"tfLXY6GMITIPaXOkbe755ZvtNmmjhGr5JJKzScJT3LYVLyH6Bf2q15ed1aKtYB+bfccdDWyW1TDO2i09",
+	"93lZCn6D+4kr4wqHsHtloea14GKqlKoLpoQx0CuqkXjhWiM9SZR1b+E7E8FzDN+eKex5UXUUMCUKXyha",
+	"YBTg/BRnXIQnsEyth6kqw5O1xzwd125Y0jjZ6Ltrrwfut+RqM0PMqiwVOzSLPdW7c7XX1ZY1sw1Du17m",
+	"/kitkHV5WxuAQZagJSX369rP8FZNkhrxsCrPtZv1HmgLIcz83UFCe3mdEcYwv8jpnE5pTlVIYG8IdVPX",
+	"9J9yniMxSp/YIYKMs0o7YPlrZsdbcjf6JKVSv274a33LFLVRLyhrLpEpv8FJQW6tleNiog2fsf7mzURg",
+	"SpW5yEtk7WuUyWo2ownVLri+OhP8V2TN//kNirTSsiGovJ5Mc55c61H07j7HO/LIEy5uUbhLh5qAG1h3",
+	"SZaFgw07ueCAh93ASAsV08ku5sSdEzrcNGRsc7GgsiAq0aArrSzqwaBjFsbXTAYaIiVIihPGt5uMhgv1",
+	"O3Gbds0+OlQIcsTs7kfKcIMS7cAQg3N3eF4qoirZpre2ejd65bUgewkOkbgq052ZXElMd1jiYEveGOOG",
+	"Cq3Z4hWC1pvv7GIzk/aDCpuZshnYnhyeaytkaxPLDRwiQi80SbTcd9bSMk0Z5pohBkeH5MdqzTpa/Z6S",
+	"grNUvoKSS6r3BiRNJShuQKubdQQ/MbjSg18BAYZzYp80g2ogy3AB+jYQlgJpxuIMQWBJlhKo0gB3iK3b",
+	"w571gJefeSUYyfuwzTVl4RsFFrzHac5Q+CPFALzTWkBcs7DmhltBe9ithsyIxyEQzm8Lbi5aR7MdNNxz",
+	"rA5P4a0mYyXyoNTfkLwKHx52OfM4JtnBNm1mP6t1wFNqQZn/3ypfV/ZUTxraz38hyTVlVgWsMYebCbbB",
+	"ul2S5JrM8QCQKHWWa+DjPSYgJ9MgrAopcz3jCgixYwR324SQurv1ULprjN/ZYJ1k5BonCZEI+jlIco18",
+	"JcgFVUkGnI2iYHREERpGiCgEF13LsI7KVqxAQW4nFtftiIxWDgsBE2qUpM8mr8lYa2hFVc8hu+d4usJF",
+	"d7C0w7RgSW/g4i2SlDKUcp2DKVFkSmTfHlMqt2zPmzCBJF3ag+3E/t6KJOqF14sILz7JiDiIrm08fuRc",
+	"7uit9/HwO6o73pZUoNxpillO5nJdK3/gAmRVllyoGHA0H8HK+SiGnCiclPa0F0N9WPKXTOB9sOYNPEaZ",
+	"Q3TAhtiVwg3FhQTO8mXLWrRCA6U1xH1qWBK6G39Ksuz3exY5dBf6ISPKYExr3oAhWtxZkmUMTuJAlpjQ",
+	"GU1am2gk3JFXDqXCIO+6cnYPMEhQeb01/KqfCep7iSzVNLM0jrwCaWxMqI2ilEQoSvJ86SwwOoxof4aA",
+	"juZK7g63g3b53r3QiwLbp/QdJCwYGNzj/ZD/bex1E51p++GWf26pf8fcWDn1qr7Jah4CYtcW+LdC2X4B",
+	"Q4Fpl1EXtyRR+dIc4vgMGothT3k16TX7Hj3F1HigFpY/PdmaMunauV3e7QlGhemsdfMAjpZUik+ITZek",
+	"PTHdVrJtt5yaxhgsHF7axyP7d6bLoAdJMaHpptudZN5Gfx8OWYAi18hA06JdF6E5AbJKEu1PBoYcHnQE",
+	"W9VsbcYrgZMmwL62OROtWc8czkBlXCL4vceQ8QUUhC1hgQKhrBRwBhnP07UdL4gEkiRYKkxf+RIRZd8j",
+	"uQGWYIQEjkyghgvQkqGQAZ/NYpgunTO20gUlz2myPB5IwIGYxR/fu/tew0vGvrjfE4GqEgzm9AYtr4m/",
+	"ZQsnpryaZwoYVxllczjyP6g0m8HUvGU2UquLNNUPZG4TCmvzRzW0cLMHdcamQntA4xYAshUEtvPLW8lq",
+	"H94FlvigZdDCbD/ByWpaUCkpZz0nNZmTSYok9ZgkaFG25p0a8LQ90/3OPvsoWGjP4PsOedFWWr1GOS7s",
+	"1Adxaj+wmpeqjdmqO1nl3AqbGqlYgUxbovaW/ofBS8aN/nZoqVUy0Yn5a0/GFMknwiO6ttWoL9m8ZusZ",
+	"e6ZPkFryc5WhCNqS51XP80ehzd6FNv3lMtuKZDpmbP28OBGofYlW6kafS8ETlNIeJx3m6R4lBerxbTad",
+	"sATzvOcE+dY8+LglOmt0bb3wp9Pd4LirA9lKVecUuwuunfYws0Tl9Q85CfppmXTLctr1i52QnXlu48HT",
+	"z9IbLPYS0VielqmZVkIaY80qWZF8UqeYrFHyuafPW7R3U/xmbclDN+8ck308tPd3Wsg3JebrIqpHyh/u",
+	"chrZP9mwKXu4K2JokvDttMQKwXbKLBom7GcA+h3Gt0EzsJGcAYc1wGd1aLtaW77F2h+oNjLIkmZdIZp3",
+	"oWeoHpE/vHawt/Jvx3yembWp4eutsPxA8hzVlmK1vjN9hqDpCAlh5ryaDjyBmmhH/7h8oY/FJaEpzKiQ",
+	"CmaCF2Y2jQrBG9IRvHP+VqMGV0MGi4zmCKaCDX5FwQcuKXzKr5ekb+tjtz3AS6AMSsHnAuXQsMUeFTvb",
+	"a0Y8H7V8YFIJqpbvtCO0PJwiEdYS218/+FX++cN7X/ZvjpP2uXrUTKnSVrxTNgsFlTHPZR34gCMCN1So",
+	"iuSQVELrz/IYZlyAQJK7LgnC0pp2KsNi9In91dygEq4aUHwFR4aC8Ppv/w0zZMdxMw0RCOamiZgINBcY",
+	"h1nOiZKjT+zCZE7N5dXCfAkLE6y50t7tSk8qTfp2BBckyUALvukS+Ep+Yle3LwTPUV5BTqWyUv7nD+/B",
+	"XARXBAmKQ0LyHKiCIzKVyNSZXozi18hMegTT49EnVmcwz7ydMdUJKKQl5cvRyejEQOcSGSlpdBZ9MzoZ",
+	"fWOiGiozbBxnJsX/q/49t7paL/hNGp25EoBfo5WeiK9PTjb0Q+zWB+GqDAJtEH8vRx35i84+ftb4tiiI",
+	"tpLR+wzBQV9N96o0CQQD6T5GvJTRZ/32uEAlaCJ79/hXd3/rHhXeqnGZE7qyu0AHSXcjbgat2prll4IX",
+	"qDKsJOghwar45r223nH7CW/WRPj6+fnW3n5Edja58gAhzPQjLZTfnnzzNFP+jWuzbqfdIks+ja6FSSBJ",
+	"MlOGoe1LQedCY6YwzW9ejklaUDYmVWpbooK0/5FKZerJo27T3Mfw7ppHxrbV6j7e+qDrvrv//IgMbmrr",
+	"Q51LUJI52lY8BEMPyPl8ZF2zawkKj18vuNUZ1ebQhemUcxl4sM0CMTBcoHbj2pm3uWMYot2ZM7kGv9h3",
+	"zRnZ/JrkSNJVJnoMIMd3NL3v5eZ/onItWPXZazemvvn+cfnUZB3X2aSl3cQkDsGYc7a0g8W2s5Rqz+YA",
+	"bZPBN4lkab01lddgTsCPwbGxLwcY3/nk9f3Yxe81FuUyaBf1/ctW3H9XVsbB9sRWwfqh+hO3W4GV/lMr",
+	"ZeY89x88XR7OEHTbue67aFNv8n5NvF8eULxtkDgs3C4bZtluYLyKwUfMjBByZgR1QZa+yNlJ6shA4kBX",
+	"9ot2W3Zoae6tcaCR2y3zQXpmZVSDiFmV5638l7O2C8HZ3BdjH1FlcoGMK/AtHTFIrlFlN1V2fCglNBB8",
+	"s/drelblupKF+ojrI+cuQuFzQANU5Vl51lYGZaNrdaQ+hO12zHhlLbel9r93Q82xyyLr3/BLhRXCkQkm",
+	"Sut1zX0LbHmeamfsU0n7S1bcY6Zfm9BVS4x2N9VPZBvXu7OfjX38yfTVxdqQWK4+W4unVwrEG3N97icm",
+	"KvQKCEhMOEvBJO+9ZffdJQezZkMh4H6i+P1TmJPNHvJQ+M+OFgCAxtcqDze/ko8A/hpOjZ0c9OO8GrM8",
+	"jGPPA0w9rag0+OkgQmPHarS7tkZwREAzGoipTrLh1pYLUplAmfE8feXSu0teCeALdvwIAmXzppvODTZd",
+	"+tzEqZvGfZbS5FPSh4Ex5ts468L0yhijOtDrisgUhzoAfiChofJ6XKeTewGwT+4ORL+udDD0QabDJn+/",
+	"PKTcqs7eiJU1T+aYWvdzIMjsog312K5msqkPeuF5AikqTBQXjxGo0khIju9cUud+bI95L3zNW1kFhPAd",
+	"qlYL/K4Gy32J6bGM1nrf9xMbrhZpeoyXpTFoGh9ClgzA5cKEHubo0O1X5vtfKsuXk5Isu1MOkptB0oJM",
+	"CZeQ7TVXmt8X7rl9ZeULsyxNX/VGs+Kodyj47NieYzpHYVgtn8Ji1IHTrVJQG73fixwM9zCH8ywtSbCD",
+	"Po0MbI/bWQnoCdv9o/L/yWNxLfa7UZ+C/4u6SqcvxqE56Gp5HgQYHolTbmk9Dttu78Ds8YM+Hj8Gu2e7",
+	"+z+c9CM76ff+a7lEwlZMFUPFUhTmUFAS961db9gXzBT/QEYkHOmhugx/cBDDZbE2S85r/9CgY2in9aTh",
+	"0MNbDB4sJLt0crc/oLdWwb0uRp5EhytdSDib0XklMPWpRhcvXWSoMicviZYGW/aowb/5oLFL6bnYaltA",
+	"GgDXFRLT2VaLhOt93SwSl/6hp2CJ//zLAD74dR1Ki10syLcxS+Cm8xHF7nQdBp/3h86/e0D8vlaIAZB4",
+	"C882pxT3r+J5mnziagf/kycT+2uJLAFTOCKdsIXrxZK22Joo4CyxGeFnmWq0uzARZBe6c/VRexuFrbnD",
+	"PyrHfmJ1qeCamq9lEh/KirFtfOvP5bw2979srsRgPyNzCO5YegAB3wphVfrIzCCBKvBf7rFo5ngfDm0P",
+	"PuwbePi9hxM6znNrQMFzYi/f+ZwrcZ5pEc65+0YHHNW5ytikuyvFX/hE+/EzrkW0f0qmzrjavzQT8Jkb",
+	"xKprBAb4y991mU3IWdZqvcVb7saEwZ7yi+VHDHUX/CFY84GqLBVk0aiDVDTPuxV2e3Oj3ZfdU9WUpnbX",
+	"F803P55NKcrqV3GfYTHKQcLDaQqeU6bAZK0Wxdh3V4FC6vIX81k1xZviJwUFlwrUgiZ4vKvgmFZZuUFz",
+	"jce2ffbP1GF3+s+f2F9bwgRkRd9Qz9Ybm2U31QN1bVOrkVa7jTmdKZAoblYly0nNSqDZPtjI1vZMUZ0l",
+	"+uKTPR3wvJ7ucaTYpIk75HEelsP5IzPTcGpYAcUQ7uE04/xaju/c4fa+bVNX/1qbXKDA1Lf3ujdcssdm",
+	"Sc7gynyXR8orU8d+nlPzfduvT07N/z/g64wouLTXTuDq7lPErz85i3f1iemH7J9sZOmU38IRySV3JfEC",
+	"U8zpDYrl8QjOYUpS7WnM973YHCSdM6IqgfYDSC9NRbYtOJK+B8i2k6+WtpoPVn2wlOjJFHW73ZoPsg5q",
+	"djsN/PWuwU6FJwrVC6kEkqIrn3VeakoZMXms4J/42+xTTgN8Tq4ZXxgRS+Go4djxqhgP1qT1Ty0c8s8K",
+	"xvs3rL/viDFpNm77zYTBNpLkm3uqz+sOtWYsxhWduR3GcIOCzmhTQtlVnUZyufvGJVnAlKfLjjI7TdW6",
+	"211L85WKj5+1XGmH5oW3Ern7GsXZeJzzhOQZl+rsu5PvToyBdKPfNZW4PpylDW190QKy1qV6Ne1rzmc1",
+	"V5y/bV2xmd7WBV7K6P7z/f8HAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
