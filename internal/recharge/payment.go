@@ -382,7 +382,8 @@ func (s *Service) reconcile(ctx context.Context, ch channel.Channel, o Order) er
 }
 
 // pendingLease is how long a claimed order is left to the replica that
-// claimed it before another may look at it.
+// claimed it before another may look at it (it covers the channel call).
+// An order that expires sooner is then looked at again at its expiry.
 const pendingLease = time.Minute
 
 // ProcessPending looks at pending orders that are due: an expired one is
@@ -392,17 +393,16 @@ const pendingLease = time.Minute
 // share the work, and no channel is called inside a transaction.
 func (s *Service) ProcessPending(ctx context.Context, batch int) (int, bool, error) {
 	now := s.now().UTC()
+	lease := now.Add(pendingLease).Truncate(time.Microsecond) // as stored: it is compared below
 	rows, err := s.pool.Query(ctx, `
 		WITH due AS (
 			SELECT user_id AS due_user, id AS due_id FROM orders
 			 WHERE status = 'pending' AND check_after <= $1
 			 ORDER BY check_after LIMIT $3 FOR UPDATE SKIP LOCKED
 		)
-		-- the lease, but never past the order's expiry: an order is closed
-		-- when it expires, not up to a lease later
-		UPDATE orders SET check_after = CASE WHEN expires_at > $1 THEN least($2, expires_at) ELSE $2 END FROM due
+		UPDATE orders SET check_after = $2 FROM due
 		 WHERE user_id = due_user AND id = due_id
-		RETURNING `+orderColumns, now, now.Add(pendingLease), batch)
+		RETURNING `+orderColumns, now, lease, batch)
 	if err != nil {
 		return 0, false, fmt.Errorf("claim pending orders: %w", err)
 	}
@@ -412,14 +412,14 @@ func (s *Service) ProcessPending(ctx context.Context, batch int) (int, bool, err
 	}
 	var errs []error
 	for _, o := range due {
-		if err := s.processPending(ctx, o, now); err != nil {
+		if err := s.processPending(ctx, o, now, lease); err != nil {
 			errs = append(errs, fmt.Errorf("order %s: %w", o.ID, err))
 		}
 	}
 	return len(due), len(due) == batch, errors.Join(errs...)
 }
 
-func (s *Service) processPending(ctx context.Context, o Order, now time.Time) error {
+func (s *Service) processPending(ctx context.Context, o Order, now, lease time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if !now.Before(o.ExpiresAt) {
@@ -433,5 +433,20 @@ func (s *Service) processPending(ctx context.Context, o Order, now time.Time) er
 	if err != nil {
 		return err
 	}
-	return s.reconcile(ctx, ch, o)
+	if err := s.reconcile(ctx, ch, o); err != nil {
+		return err
+	}
+	if !o.ExpiresAt.Before(lease) {
+		return nil
+	}
+	// Still pending, and it expires before the lease ends: look again at
+	// its expiry rather than a lease later. Only now that the channel call
+	// is done, so the whole lease covered it; and only if the lease is
+	// still ours.
+	_, err = s.pool.Exec(ctx, `UPDATE orders SET check_after = expires_at
+		WHERE user_id = $1 AND id = $2 AND status = 'pending' AND check_after = $3`, o.UserID, o.ID, lease)
+	if err != nil {
+		return fmt.Errorf("reschedule order %s at its expiry: %w", o.ID, err)
+	}
+	return nil
 }
