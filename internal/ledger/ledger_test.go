@@ -388,5 +388,23 @@ func TestLockWithoutWriting(t *testing.T) {
 		return err
 	}))
 	version("u3") // created
+
+	// Many first movements of a user at once: the ones that find no wallet
+	// meet at the upsert, which lets one create it and the rest lock it.
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			require.NoError(t, postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+				_, err := l.Credit(ctx, tx, "new", "sandbox", 7, fmt.Sprintf("recharge:new-%d", i), "")
+				return err
+			}))
+		}()
+	}
+	wg.Wait()
+	bal, err := ledger.Get(ctx, pool, "new")
+	require.NoError(t, err)
+	require.EqualValues(t, 140, bal.Available)
 	requireClean(t, pool)
 }
