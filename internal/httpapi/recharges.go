@@ -168,25 +168,16 @@ func (s *Server) listRecharges(ctx context.Context, userID string, limit *int, c
 // orderID and refundID read an id a client sent. Ids are opaque (API.md):
 // one this API could not have issued (anything but the canonical form of
 // the UUIDs it hands out) names nothing, so it is not found.
-func orderID(s string) (uuid.UUID, error) {
-	id, ok := issuedID(s)
-	if !ok {
-		return uuid.Nil, fault.New(fault.NotFound, "not_found", "no such recharge order")
-	}
-	return id, nil
-}
+func orderID(s string) (uuid.UUID, error) { return issuedID(s, "recharge order") }
 
-func refundID(s string) (uuid.UUID, error) {
-	id, ok := issuedID(s)
-	if !ok {
-		return uuid.Nil, fault.New(fault.NotFound, "not_found", "no such refund")
-	}
-	return id, nil
-}
+func refundID(s string) (uuid.UUID, error) { return issuedID(s, "refund") }
 
-func issuedID(s string) (uuid.UUID, bool) {
+func issuedID(s, what string) (uuid.UUID, error) {
 	id, err := uuid.Parse(s)
-	return id, err == nil && id.String() == s // uuid.Parse also takes braces, urn: and bare hex
+	if err != nil || id.String() != s { // uuid.Parse also takes braces, urn: and bare hex
+		return uuid.Nil, fault.New(fault.NotFound, "not_found", "no such %s", what)
+	}
+	return id, nil
 }
 
 func (s *Server) GetRecharge(ctx context.Context, r oapi.GetRechargeRequestObject) (oapi.GetRechargeResponseObject, error) {

@@ -447,12 +447,19 @@ func (q *queryable) ClosePayment(_ context.Context, id string) error {
 	return nil
 }
 
-func TestPendingWorker(t *testing.T) {
-	t.Parallel()
+// withQueryable runs the service with a sandbox channel that answers
+// queries and closes as the test tells it.
+func withQueryable(t *testing.T) (*apptest.Harness, *queryable) {
+	t.Helper()
 	sb, err := sandbox.New(apptest.SandboxSecret, false, time.Now)
 	require.NoError(t, err)
 	fake := &queryable{Channel: sb, paid: map[string]channel.PaymentStatus{}}
-	h := apptest.NewWith(t, map[string]channel.Channel{"sandbox": fake})
+	return apptest.NewWith(t, map[string]channel.Channel{"sandbox": fake}), fake
+}
+
+func TestPendingWorker(t *testing.T) {
+	t.Parallel()
+	h, fake := withQueryable(t)
 	user := h.Token("u1", auth.RoleUser)
 	lost := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "lost")["id"].(string)
 	expiring := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p300"}, "exp")["id"].(string)
@@ -634,10 +641,7 @@ func TestTradeRecordedMeanwhile(t *testing.T) {
 // before the expiry leaves the next look at the expiry itself.
 func TestExpiryOnTime(t *testing.T) {
 	t.Parallel()
-	sb, err := sandbox.New(apptest.SandboxSecret, false, time.Now)
-	require.NoError(t, err)
-	fake := &queryable{Channel: sb, paid: map[string]channel.PaymentStatus{}}
-	h := apptest.NewWith(t, map[string]channel.Channel{"sandbox": fake})
+	h, fake := withQueryable(t)
 	user := h.Token("u1", auth.RoleUser)
 	o := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "k")
 	expires, err := time.Parse(time.RFC3339, o["expires_at"].(string))
