@@ -186,7 +186,7 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, tradeNo
 	if credit {
 		th := s.cfg.Risk
 		ledger.QueueLock(b, o.UserID, &bal)
-		risk.QueueRecent(b, o.UserID, o.ID.String(), now, th.MedianSample, &recent)
+		risk.QueueRecent(b, o.UserID, o.ID.String(), th.MedianSample, &recent)
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return "", fmt.Errorf("record payment %s of %s: %w", tradeNo, o.ID, err)

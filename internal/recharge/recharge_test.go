@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/diamondd/diamondd/internal/app/apptest"
@@ -595,6 +596,65 @@ func TestConcurrentCreditsJudgedInTurn(t *testing.T) {
 	h.RequireClean()
 }
 
+// Two payments of one amount on one channel a minute apart are a duplicate
+// whatever order their transactions reach the user's lock in: here b reads
+// its clock, then waits (on a trade row held by another transaction) while a
+// is paid a minute later and commits; b, credited last but stamped first,
+// still sees a.
+func TestDuplicateSeenWhateverTheCommitOrder(t *testing.T) {
+	t.Parallel()
+	h := apptest.New(t)
+	ctx := context.Background()
+	user := h.Token("u1", auth.RoleUser)
+	a := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "a")["id"].(string)
+	b := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "b")["id"].(string)
+
+	other, done := webhookBehindTrade(t, h, b, "credited",
+		map[string]any{"event_id": "e-b", "type": "payment.succeeded", "order_id": b, "trade_no": "T-B", "amount_fen": 600})
+
+	h.Clock.Advance(time.Minute)
+	h.Pay(a, 600, "T-A", "e-a")
+	require.NoError(t, other.Rollback(ctx))
+	r := <-done
+	require.Equal(t, 200, r.Status, "body: %s", r.Body)
+
+	avail, _, _ := h.Wallet("u1")
+	require.EqualValues(t, 120, avail)
+	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM orders
+		WHERE id = $1 AND paid_at < (SELECT paid_at FROM orders WHERE id = $2)`, b, a), "b is stamped before a")
+	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM orders
+		WHERE id = $1 AND risk->'flags' @> jsonb_build_array(jsonb_build_object('code', 'duplicate_recharge',
+		      'evidence', jsonb_build_object('order_id', $2::text, 'seconds_apart', 0)))`, b, a),
+		"b, credited last, is the duplicate of a")
+	h.RequireClean()
+}
+
+// The same with no race: a is paid through a replica whose clock runs 2 s
+// ahead, b a second later (1 s before a by the stamps) through another.
+// Three such payments are a burst too.
+func TestDuplicateSeenAcrossSkewedReplicas(t *testing.T) {
+	t.Parallel()
+	h := apptest.New(t)
+	ahead := h.SkewedReplica(2 * time.Second)
+	user := h.Token("u1", auth.RoleUser)
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, fmt.Sprint(i))["id"].(string))
+	}
+	ahead.Pay(ids[0], 600, "T-0", "e-0")
+	h.Clock.Advance(time.Second)
+	h.Pay(ids[1], 600, "T-1", "e-1")
+	ahead.Pay(ids[2], 600, "T-2", "e-2")
+
+	avail, _, _ := h.Wallet("u1")
+	require.EqualValues(t, 180, avail)
+	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM orders
+		WHERE id = $1 AND risk->'flags' @> '[{"code": "duplicate_recharge"}]'`, ids[1]))
+	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM orders
+		WHERE id = $1 AND risk->'flags' @> '[{"code": "burst", "evidence": {"count": 3}}]'`, ids[2]))
+	h.RequireClean()
+}
+
 // A trade being recorded for another order of the user (a channel reporting
 // one trade for two orders) while the webhook records it: the webhook waits
 // for the other transaction, finds the trade recorded and credits nothing.
@@ -609,22 +669,8 @@ func TestTradeRecordedMeanwhile(t *testing.T) {
 	b := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "b")["id"].(string)
 
 	// Another transaction records trade T-X for order b and holds it open.
-	other, err := h.Pool.Begin(ctx)
-	require.NoError(t, err)
-	defer other.Rollback(ctx) //nolint:errcheck // committed below
-	_, err = other.Exec(ctx, `INSERT INTO payments (user_id, channel, trade_no, order_id, amount_fen, outcome, created_at)
-		VALUES ('u1', 'sandbox', 'T-X', $1, 600, 'amount_mismatch', now())`, b)
-	require.NoError(t, err)
-
-	done := make(chan *apptest.Response, 1)
-	go func() {
-		done <- h.Webhook(map[string]any{"event_id": "e-x", "type": "payment.succeeded", "order_id": a, "trade_no": "T-X", "amount_fen": 600})
-	}()
-	// The webhook waits to insert T-X.
-	require.Eventually(t, func() bool {
-		return count(t, h, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO payments%'`) == 1
-	}, 10*time.Second, 10*time.Millisecond)
+	other, done := webhookBehindTrade(t, h, b, "amount_mismatch",
+		map[string]any{"event_id": "e-x", "type": "payment.succeeded", "order_id": a, "trade_no": "T-X", "amount_fen": 600})
 	require.NoError(t, other.Commit(ctx))
 
 	r := <-done
@@ -635,6 +681,28 @@ func TestTradeRecordedMeanwhile(t *testing.T) {
 	require.Equal(t, 1, count(t, h, `SELECT count(*) FROM webhook_events WHERE event_key = 'e-x' AND outcome = 'duplicate_trade'`))
 	require.Zero(t, count(t, h, `SELECT count(*) FROM journals WHERE reference = $1`, "recharge:"+a))
 	h.RequireClean()
+}
+
+// webhookBehindTrade has another transaction record the event's trade for
+// order (of user u1, sandbox, 600 fen) as outcome and hold it open, sends
+// the event, and returns once the webhook waits on that row. The caller ends
+// other and reads the webhook's answer from done.
+func webhookBehindTrade(t *testing.T, h *apptest.Harness, order, outcome string, event map[string]any) (pgx.Tx, <-chan *apptest.Response) {
+	t.Helper()
+	ctx := context.Background()
+	other, err := h.Pool.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = other.Rollback(ctx) })
+	_, err = other.Exec(ctx, `INSERT INTO payments (user_id, channel, trade_no, order_id, amount_fen, outcome, created_at)
+		VALUES ('u1', 'sandbox', $1, $2, 600, $3, now())`, event["trade_no"], order, outcome)
+	require.NoError(t, err)
+	done := make(chan *apptest.Response, 1)
+	go func() { done <- h.Webhook(event) }()
+	require.Eventually(t, func() bool {
+		return count(t, h, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO payments%'`) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	return other, done
 }
 
 // An order is closed when it expires, not a lease later: a query shortly

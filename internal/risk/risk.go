@@ -92,11 +92,12 @@ type Input struct {
 	Minor bool
 	// Recent holds the user's other paid recharges, newest first: every one
 	// within the windows of Order.PaidAt (or, for a user with very many, the
-	// newest of them: enough to see the burst), and the MedianSample newest
-	// paid at or before Order.PaidAt. Entries paid after
-	// Order.PaidAt (a late webhook crediting an older order) and entries
-	// with Order's own id are ignored, and the order of the slice is not
-	// relied on.
+	// newest of them: enough to see the burst), and at least the
+	// MedianSample newest. The caller reads them under the user's lock, so
+	// every one was credited before Order, whatever its PaidAt says: the
+	// clock of another replica may run ahead, and a transaction reads its
+	// clock before it waits for the lock. Entries with Order's own id are
+	// ignored, and the order of the slice is not relied on.
 	Recent []Paid
 }
 
@@ -126,17 +127,24 @@ func (a Assessment) Has(code string) bool {
 // duplicate, burst, unusual amount) so stored assessments compare equal.
 func Assess(in Input, th Thresholds) Assessment {
 	earlier := earlierPaid(in)
+	// Judged at the newest of its own time and those credited before it,
+	// so a recharge stamped later by a clock running ahead is no further
+	// away than zero, never outside a window.
+	order := in.Order
+	if len(earlier) > 0 && earlier[0].PaidAt.After(order.PaidAt) {
+		order.PaidAt = earlier[0].PaidAt
+	}
 	var a Assessment
 	if in.Minor {
 		a.add(Flag{Code: CodeMinor, Score: ScoreMinor})
 	}
-	if f, ok := duplicate(in.Order, earlier, th); ok {
+	if f, ok := duplicate(order, earlier, th); ok {
 		a.add(f)
 	}
-	if f, ok := burst(in.Order, earlier, th); ok {
+	if f, ok := burst(order, earlier, th); ok {
 		a.add(f)
 	}
-	if f, ok := unusualAmount(in.Order, earlier, th); ok {
+	if f, ok := unusualAmount(order, earlier, th); ok {
 		a.add(f)
 	}
 	return a
@@ -147,17 +155,15 @@ func (a *Assessment) add(f Flag) {
 	a.Score = min(a.Score+f.Score, MaxScore)
 }
 
-// earlierPaid keeps the recharges paid at or before the order, newest first.
-// A webhook can arrive late and credit an order after newer ones were
-// credited; judging it against payments that did not exist yet when it was
-// paid would call the older order the duplicate or the burst.
+// earlierPaid returns the recharges credited before the order, newest
+// first. A late webhook of an older order is no exception: the order is
+// paid when the money is reported, so the others were paid before it.
 func earlierPaid(in Input) []Paid {
 	out := make([]Paid, 0, len(in.Recent))
 	for _, p := range in.Recent {
-		if p.OrderID == in.Order.OrderID || p.PaidAt.After(in.Order.PaidAt) {
-			continue
+		if p.OrderID != in.Order.OrderID {
+			out = append(out, p)
 		}
-		out = append(out, p)
 	}
 	// Sorted here rather than trusted, since a mis-ordered slice would
 	// silently change the median sample.

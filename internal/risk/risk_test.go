@@ -54,7 +54,7 @@ func TestDuplicate(t *testing.T) {
 		{"other amount", []risk.Paid{paid("a", "alipay", amt+1, time.Minute)}, false},
 		{"no history", nil, false},
 		{"own order in recent is ignored", []risk.Paid{{OrderID: "now", Channel: "alipay", AmountFen: amt, PaidAt: t0}}, false},
-		{"paid after this order (late webhook) is ignored", []risk.Paid{paid("a", "alipay", amt, -time.Second)}, false},
+		{"credited before, stamped later by a clock running ahead", []risk.Paid{paid("a", "alipay", amt, -time.Second)}, true},
 		{"match behind a non-match", []risk.Paid{paid("b", "wechatpay", amt, time.Minute), paid("a", "alipay", amt, 2*time.Minute)}, true},
 	}
 	for _, tt := range tests {
@@ -67,9 +67,9 @@ func TestDuplicate(t *testing.T) {
 
 func TestDuplicateEvidenceNamesNearestEarlierOrder(t *testing.T) {
 	in := risk.Input{Order: order(600), Recent: []risk.Paid{
-		paid("later", "alipay", 600, -time.Minute), // credited before us, paid after us
 		paid("near", "alipay", 600, 2*time.Minute),
 		paid("far", "alipay", 600, 5*time.Minute),
+		paid("other", "wechatpay", 600, time.Minute),
 	}}
 	a := risk.Assess(in, risk.DefaultThresholds())
 	require.True(t, a.Has(risk.CodeDuplicate))
@@ -77,6 +77,14 @@ func TestDuplicateEvidenceNamesNearestEarlierOrder(t *testing.T) {
 	assert.Equal(t, risk.CodeDuplicate, f.Code)
 	assert.Equal(t, "near", f.Evidence["order_id"])
 	assert.Equal(t, int64(120), f.Evidence["seconds_apart"])
+
+	// One credited before it but stamped a minute later (another replica's
+	// clock): the order is judged at that time, zero seconds from it.
+	in.Recent = append(in.Recent, paid("ahead", "alipay", 600, -time.Minute))
+	a = risk.Assess(in, risk.DefaultThresholds())
+	require.True(t, a.Has(risk.CodeDuplicate))
+	assert.Equal(t, "ahead", a.Flags[0].Evidence["order_id"])
+	assert.Equal(t, int64(0), a.Flags[0].Evidence["seconds_apart"])
 }
 
 func TestBurst(t *testing.T) {
@@ -93,7 +101,10 @@ func TestBurst(t *testing.T) {
 		{"three, oldest exactly at window edge", []risk.Paid{p("a", time.Minute), p("bb", 10*time.Minute)}, true},
 		{"three, oldest one second outside", []risk.Paid{p("a", time.Minute), p("bb", 10*time.Minute+time.Second)}, false},
 		{"unsorted input", []risk.Paid{p("bb", 9*time.Minute), p("ccc", time.Hour), p("a", time.Minute)}, true},
-		{"newer ones from a late webhook do not count", []risk.Paid{p("a", -time.Minute), p("bb", -2*time.Minute), p("ccc", time.Minute)}, false},
+		// Credited before it, stamped later: judged at the newest stamp, so
+		// the oldest (9 min before it) is out of the window.
+		{"stamped later by a clock running ahead", []risk.Paid{p("a", -2*time.Minute), p("bb", 8*time.Minute)}, true},
+		{"stamped later, the window counts from the newest", []risk.Paid{p("a", -2*time.Minute), p("bb", 9*time.Minute)}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,7 +136,7 @@ func TestUnusualAmount(t *testing.T) {
 		{"one fen under ¥500", 500_00 - 1, history(5, 6_00), false},
 		{"first recharge ¥999.99", 999_99, nil, false},
 		{"first recharge ¥1000", 1000_00, nil, true},
-		{"only later recharges: still first", 1000_00, []risk.Paid{paid("a", "wechatpay", 6_00, -time.Hour)}, true},
+		{"one credited before, stamped later: not a first", 1000_00, []risk.Paid{paid("a", "wechatpay", 648_00, -time.Minute)}, false},
 		{"¥1000 with a history of ¥648", 1000_00, history(3, 648_00), false},
 		// Even count: middle values ¥6 and ¥648, median ¥327 → threshold ¥3270.
 		{"even count uses mean of middles: ¥3270", 3270_00, append(history(1, 6_00), history(1, 648_00)...), true},

@@ -2,7 +2,6 @@ package risk
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -13,13 +12,15 @@ import (
 // thousands of rows per credit (inside the wallet lock) and change nothing.
 const recentRows = 100
 
-// QueueRecent queues the read of what Input.Recent needs for an order paid
-// at paidAt into the caller's batch: the user's other recharges paid at or
-// before it, newest first, at least sample of them and up to recentRows
-// (which covers the windows of any user who is not already a burst). One
+// QueueRecent queues the read of what Input.Recent needs for an order into
+// the caller's batch, after the user's lock: the user's other paid
+// recharges, newest first, at least sample of them and up to recentRows
+// (which covers the windows of any user who is not already a burst). There
+// is no bound on paid_at: under the lock every paid recharge was credited
+// before this one, even one that a clock running ahead stamped later. One
 // index scan of orders_user_paid; the rows land in into.
-func QueueRecent(b *pgx.Batch, userID, orderID string, paidAt time.Time, sample int, into *[]Paid) {
-	b.Queue(recentQuery, userID, paidAt, orderID, max(sample, recentRows)).Query(func(rows pgx.Rows) error {
+func QueueRecent(b *pgx.Batch, userID, orderID string, sample int, into *[]Paid) {
+	b.Queue(recentQuery, userID, orderID, max(sample, recentRows)).Query(func(rows pgx.Rows) error {
 		var err error
 		*into, err = collectRecent(userID, rows)
 		return err
@@ -29,9 +30,9 @@ func QueueRecent(b *pgx.Batch, userID, orderID string, paidAt time.Time, sample 
 const recentQuery = `
 		SELECT id::text, channel, amount_fen, paid_at
 		  FROM orders
-		 WHERE user_id = $1 AND paid_at IS NOT NULL AND paid_at <= $2 AND id::text <> $3
+		 WHERE user_id = $1 AND paid_at IS NOT NULL AND id::text <> $2
 		 ORDER BY paid_at DESC
-		 LIMIT $4`
+		 LIMIT $3`
 
 func collectRecent(userID string, rows pgx.Rows) ([]Paid, error) {
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Paid, error) {

@@ -281,7 +281,15 @@ func (r *Response) JSON2() []map[string]any {
 // configuration, as another replica behind a load balancer would be.
 func (h *Harness) Replica() *Harness {
 	h.T.Helper()
-	a, err := app.New(context.Background(), h.Config, app.Options{Pool: h.Pool, Now: h.Clock.Now, ValidateResponses: true})
+	return h.SkewedReplica(0)
+}
+
+// SkewedReplica is a Replica whose clock is the harness clock plus skew, as
+// the clocks of two machines are never quite the same.
+func (h *Harness) SkewedReplica(skew time.Duration) *Harness {
+	h.T.Helper()
+	a, err := app.New(context.Background(), h.Config, app.Options{Pool: h.Pool, ValidateResponses: true,
+		Now: func() time.Time { return h.Clock.Now().Add(skew) }})
 	require.NoError(h.T, err)
 	srv := httptest.NewServer(a.Echo)
 	h.T.Cleanup(srv.Close)
