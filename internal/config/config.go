@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -234,11 +235,15 @@ func (c Config) PackageList() ([]Package, error) {
 		if len(parts) < 3 || parts[0] == "" || ids[parts[0]] {
 			return nil, fmt.Errorf("PACKAGES: %q is not id:diamonds:amount_fen[:label] with a unique id", item)
 		}
-		var p Package
-		p.ID = parts[0]
-		if _, err := fmt.Sscanf(parts[1]+" "+parts[2], "%d %d", &p.Diamonds, &p.AmountFen); err != nil || p.Diamonds <= 0 || p.AmountFen <= 0 {
-			return nil, fmt.Errorf("PACKAGES: %q needs positive whole diamonds and amount_fen", item)
+		// Each number must be the whole field: a price written in yuan
+		// ("648.00") or with trailing text must stop the start, not be read
+		// as its leading digits (648 fen for a ¥648 package).
+		diamonds, err1 := strconv.ParseInt(strings.TrimSpace(parts[1]), 10, 64)
+		amount, err2 := strconv.ParseInt(strings.TrimSpace(parts[2]), 10, 64)
+		if err1 != nil || err2 != nil || diamonds <= 0 || amount <= 0 {
+			return nil, fmt.Errorf("PACKAGES: %q needs positive whole diamonds and amount_fen (integer fen, 600 = ¥6.00)", item)
 		}
+		p := Package{ID: parts[0], Diamonds: diamonds, AmountFen: amount}
 		p.Label = fmt.Sprintf("%d diamonds", p.Diamonds)
 		if len(parts) == 4 && parts[3] != "" {
 			p.Label = parts[3]
