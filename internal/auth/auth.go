@@ -57,8 +57,12 @@ type Config struct {
 	KeysByID   map[string]crypto.PublicKey
 	Issuer     string // checked when set
 	Audience   string // checked when set
-	Now        func() time.Time
+	// Now is the time exp and birthdate are judged at; nil is time.Now.
+	Now func() time.Time
 }
+
+// china is the time zone ages are counted in (no daylight saving).
+var china = time.FixedZone("CST", 8*60*60)
 
 // Verifier checks tokens.
 type Verifier struct {
@@ -75,6 +79,9 @@ type claims struct {
 
 // NewVerifier builds a verifier; at least one key is required.
 func NewVerifier(cfg Config) (*Verifier, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	v := &Verifier{cfg: cfg}
 	if len(cfg.HMACSecret) > 0 {
 		v.methods = append(v.methods, "HS256")
@@ -114,9 +121,7 @@ func (v *Verifier) Verify(token string) (Principal, error) {
 	if v.cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(v.cfg.Audience))
 	}
-	if v.cfg.Now != nil {
-		opts = append(opts, jwt.WithTimeFunc(v.cfg.Now))
-	}
+	opts = append(opts, jwt.WithTimeFunc(v.cfg.Now))
 	var c claims
 	_, err := jwt.ParseWithClaims(token, &c, v.key, opts...)
 	if err != nil {
@@ -126,8 +131,17 @@ func (v *Verifier) Verify(token string) (Principal, error) {
 		return Principal{}, fmt.Errorf("%w: token needs sub and a known role", ErrUnauthenticated)
 	}
 	if c.Birthdate != "" {
-		if _, err := time.Parse(time.DateOnly, c.Birthdate); err != nil {
+		b, err := time.Parse(time.DateOnly, c.Birthdate)
+		if err != nil {
 			return Principal{}, fmt.Errorf("%w: birthdate %q is not YYYY-MM-DD", ErrUnauthenticated, c.Birthdate)
+		}
+		// No one is born after today, and the age rule cannot count such a
+		// date, so it would fail open: a minor's protections (channels, risk,
+		// refunds) must not hang on a bogus claim. Today is the Asia/Shanghai
+		// calendar date, the one ages are counted on.
+		y, m, d := v.cfg.Now().In(china).Date()
+		if b.After(time.Date(y, m, d, 0, 0, 0, 0, time.UTC)) {
+			return Principal{}, fmt.Errorf("%w: birthdate %s is after today (%04d-%02d-%02d in Asia/Shanghai)", ErrUnauthenticated, c.Birthdate, y, m, d)
 		}
 	}
 	return Principal{Subject: c.Subject, Role: c.Role, Birthdate: c.Birthdate}, nil

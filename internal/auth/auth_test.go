@@ -122,3 +122,40 @@ func TestSignAndMinor(t *testing.T) {
 	require.False(t, p.IsMinor(now.Add(24*time.Hour)), "18 today")
 	require.False(t, auth.Principal{}.IsMinor(now))
 }
+
+// TestBirthdateNotAfterToday: a birthdate after today, on the Asia/Shanghai
+// calendar the age rule counts on, is no one's and would count as an adult;
+// the token is refused like a malformed birthdate (found in review).
+func TestBirthdateNotAfterToday(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		at        time.Time
+		birthdate string
+		ok        bool
+	}{
+		{"born today", now, "2026-11-21", true},
+		{"born yesterday", now, "2026-11-20", true},
+		{"born tomorrow", now, "2026-11-22", false},
+		{"far future", now, "2099-01-01", false},
+		// 17:00 UTC is already 01:00 on the 22nd in Beijing.
+		{"today in Shanghai, tomorrow in UTC", time.Date(2026, 11, 21, 17, 0, 0, 0, time.UTC), "2026-11-22", true},
+		{"tomorrow in Shanghai", time.Date(2026, 11, 21, 15, 59, 59, 0, time.UTC), "2026-11-22", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			v, err := auth.NewVerifier(auth.Config{HMACSecret: []byte("s"), Now: func() time.Time { return tc.at }})
+			require.NoError(t, err)
+			tok, err := auth.Sign([]byte("s"), auth.Principal{Subject: "u1", Role: auth.RoleUser, Birthdate: tc.birthdate}, time.Hour, tc.at)
+			require.NoError(t, err)
+			p, err := v.Verify(tok)
+			if tc.ok {
+				require.NoError(t, err)
+				require.Equal(t, tc.birthdate, p.Birthdate)
+			} else {
+				require.ErrorIs(t, err, auth.ErrUnauthenticated)
+			}
+		})
+	}
+}
