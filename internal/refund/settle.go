@@ -16,26 +16,30 @@ import (
 )
 
 // submitLease is how long a claimed refund is left to the replica working on
-// it before another may pick it up; a channel call has to finish within it.
+// it before another may pick it up; a channel call (30 s at most) and the
+// recording of its answer have to finish within it.
 const submitLease = time.Minute
 
 // Submit sends an approved refund to its channel now, outside any
 // transaction, and records the answer. It is safe to call any number of
-// times and from any replica: the refund id is the channel's idempotent
-// refund number, and only the first recorded outcome counts.
+// times and from any replica: it acts only if it can take the refund's
+// lease (see claim), and the refund id is the channel's idempotent refund
+// number.
 func (s *Service) Submit(ctx context.Context, userID string, id uuid.UUID) error {
-	r, err := get(ctx, s.pool, userID, id, false)
-	if err != nil {
+	r, lease, ok, err := s.claim(ctx, userID, id, time.Time{})
+	if err != nil || !ok {
 		return err
 	}
-	return s.work(ctx, r)
+	return s.work(ctx, r, lease)
 }
 
 // ProcessDue submits approved refunds a crash or a channel error left
 // behind and polls those the channel is still processing. Refunds are
-// claimed with a lease under SKIP LOCKED so replicas share the work.
+// claimed with a lease under SKIP LOCKED so replicas share the work; each is
+// claimed again, as it stands then, right before its own call.
 func (s *Service) ProcessDue(ctx context.Context, batch int) (int, bool, error) {
 	now := s.now().UTC()
+	lease := leaseFrom(now)
 	rows, err := s.pool.Query(ctx, `
 		WITH due AS (
 			SELECT user_id AS due_user, id AS due_id FROM refunds
@@ -44,28 +48,67 @@ func (s *Service) ProcessDue(ctx context.Context, batch int) (int, bool, error) 
 		)
 		UPDATE refunds SET next_attempt_at = $2 FROM due
 		 WHERE user_id = due_user AND id = due_id
-		RETURNING `+refundColumns, now, now.Add(submitLease), batch)
+		RETURNING user_id, id`, now, lease, batch)
 	if err != nil {
 		return 0, false, fmt.Errorf("claim due refunds: %w", err)
 	}
-	due, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Refund, error) { return scanRefund(r) })
+	type key struct {
+		userID string
+		id     uuid.UUID
+	}
+	due, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (key, error) {
+		var k key
+		return k, r.Scan(&k.userID, &k.id)
+	})
 	if err != nil {
 		return 0, false, fmt.Errorf("claim due refunds: %w", err)
 	}
 	var errs []error
-	for _, r := range due {
-		if err := s.work(ctx, r); err != nil {
-			errs = append(errs, fmt.Errorf("refund %s: %w", r.ID, err))
+	for _, k := range due {
+		r, mine, ok, err := s.claim(ctx, k.userID, k.id, lease)
+		if err == nil && ok {
+			err = s.work(ctx, r, mine)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("refund %s: %w", k.id, err))
 		}
 	}
 	return len(due), len(due) == batch, errors.Join(errs...)
 }
 
-// work submits an approved refund or polls a processing one.
-func (s *Service) work(ctx context.Context, r Refund) error {
-	if r.Status != StatusApproved && r.Status != StatusProcessing {
-		return nil
+// leaseFrom is the end of a lease taken at now, at the database's precision
+// so that it can be compared with the stored one.
+func leaseFrom(now time.Time) time.Time {
+	return now.Add(submitLease).Truncate(time.Microsecond)
+}
+
+// claim takes a refund's lease for one channel call, from the refund as it
+// stands now, never from an earlier read: a refund that ended meanwhile
+// (refused and failed through another path, its hold released) must not be
+// sent again, or the money could go out for a refund recorded as failed.
+// The refund must still be live and either due or leased to the caller
+// already (held, from ProcessDue's batch; zero for none). ok is false when
+// it is final or another replica holds it, which then does the work.
+func (s *Service) claim(ctx context.Context, userID string, id uuid.UUID, held time.Time) (Refund, time.Time, bool, error) {
+	now := s.now().UTC()
+	lease := leaseFrom(now)
+	r, err := scanRefund(s.pool.QueryRow(ctx, `
+		UPDATE refunds SET next_attempt_at = $3
+		 WHERE user_id = $1 AND id = $2 AND status IN ('approved', 'processing')
+		   AND (next_attempt_at <= $4 OR next_attempt_at = $5)
+		RETURNING `+refundColumns, userID, id, lease, now, held))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Refund{}, time.Time{}, false, nil
 	}
+	if err != nil {
+		return Refund{}, time.Time{}, false, fmt.Errorf("claim refund %s: %w", id, err)
+	}
+	return r, lease, true, nil
+}
+
+// work submits an approved refund or polls a processing one, under the lease
+// claim took.
+func (s *Service) work(ctx context.Context, r Refund, lease time.Time) error {
 	ch, err := s.channels.Get(r.Channel)
 	if err != nil {
 		return fmt.Errorf("channel %s: %w", r.Channel, err)
@@ -111,17 +154,29 @@ func (s *Service) work(ctx context.Context, r Refund) error {
 	}
 	if err != nil {
 		// Outcome unknown: never treated as failed. Try again later with
-		// the same refund number, backing off.
+		// the same refund number, backing off, unless the lease was lost.
 		s.log.WarnContext(ctx, "refund call failed; will retry", "refund", r.ID, "channel", r.Channel, "error", err)
 		_, uerr := s.pool.Exec(ctx, `UPDATE refunds SET attempts = attempts + 1, next_attempt_at = $3
-			WHERE user_id = $1 AND id = $2 AND status IN ('approved', 'processing')`,
-			r.UserID, r.ID, s.now().UTC().Add(backoff(r.Attempts+1)))
+			WHERE user_id = $1 AND id = $2 AND status IN ('approved', 'processing') AND next_attempt_at = $4`,
+			r.UserID, r.ID, s.now().UTC().Add(backoff(r.Attempts+1)), lease)
 		return uerr
 	}
 	return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
 		cur, o, err := s.lockForSettlement(ctx, tx, r.UserID, r.ID)
 		if err != nil || (cur.Status != StatusApproved && cur.Status != StatusProcessing) {
 			return err
+		}
+		if st.State != channel.RefundSucceeded {
+			// Past the lease another replica may be calling the channel
+			// for this refund; only a success is a fact whoever learns it.
+			// A refusal acted on now could release the hold while the
+			// other call pays out.
+			var mine bool
+			err := tx.QueryRow(ctx, `SELECT coalesce(next_attempt_at = $3, false) FROM refunds WHERE user_id = $1 AND id = $2`,
+				r.UserID, r.ID, lease).Scan(&mine)
+			if err != nil || !mine {
+				return err
+			}
 		}
 		return s.settle(ctx, tx, &cur, o, st, Actor{ID: r.Channel, Role: "channel"})
 	})
