@@ -223,6 +223,32 @@ func TestHoldsAndDebt(t *testing.T) {
 	require.Equal(t, ledger.Balance{UserID: "u", Debt: 20}, bal)
 	credit("recharge:e", 20)
 
+	// diamonds coming back out of a hold pay debt first, as a credit does
+	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
+		return l.Credit(ctx, tx, "v", "sandbox", 100, "recharge:v", "")
+	})
+	require.NoError(t, err)
+	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "v", 60, "refund-hold:v1", "") })
+	require.NoError(t, err)
+	_, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Hold(ctx, tx, "v", 40, "refund-hold:v2", "") })
+	require.NoError(t, err)
+	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
+		st, err := l.Settle(ctx, tx, "v", 0, 0, 30, ledger.ShortfallDebt, "refund-post:v3", "")
+		return st.Balance, err
+	})
+	require.NoError(t, err)
+	require.Equal(t, ledger.Balance{UserID: "v", Held: 100, Debt: 30}, bal)
+	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) {
+		st, err := l.Settle(ctx, tx, "v", 60, 0, 50, ledger.ShortfallDebt, "refund-post:v1", "")
+		require.Equal(t, ledger.Settlement{FromHeld: 50, Released: 10, Repaid: 10, Balance: st.Balance}, st)
+		return st.Balance, err
+	})
+	require.NoError(t, err)
+	require.Equal(t, ledger.Balance{UserID: "v", Held: 40, Debt: 20}, bal)
+	bal, err = run(func(tx pgx.Tx) (ledger.Balance, error) { return l.Release(ctx, tx, "v", 40, "refund-void:v2", "") })
+	require.NoError(t, err)
+	require.Equal(t, ledger.Balance{UserID: "v", Available: 20}, bal)
+
 	entries, err := ledger.Entries(ctx, pool, "u", nil, 3)
 	require.NoError(t, err)
 	require.Len(t, entries, 3)

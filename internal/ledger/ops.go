@@ -64,13 +64,26 @@ func (l *Ledger) Hold(ctx context.Context, tx pgx.Tx, userID string, diamonds in
 		Postings: []Posting{{Available, -diamonds}, {Held, diamonds}}})
 }
 
-// Release returns held diamonds to available (a hold voided).
+// Release returns held diamonds (a hold voided). Like a credit, they pay the
+// user's debt first: a user who owes diamonds never has any available, or
+// they could be refunded for money while the debt stays unpaid.
 func (l *Ledger) Release(ctx context.Context, tx pgx.Tx, userID string, diamonds int64, reference, memo string) (Balance, error) {
 	if diamonds <= 0 {
 		return Balance{}, fmt.Errorf("%w: release of %d diamonds", ErrInvalid, diamonds)
 	}
-	return l.Post(ctx, tx, Journal{UserID: userID, Kind: "release", Reference: reference, Memo: memo,
-		Postings: []Posting{{Held, -diamonds}, {Available, diamonds}}})
+	bal, err := l.Lock(ctx, tx, userID)
+	if err != nil {
+		return Balance{}, err
+	}
+	repay := min(bal.Debt, diamonds)
+	ps := []Posting{{Held, -diamonds}}
+	if repay > 0 {
+		ps = append(ps, Posting{Debt, repay})
+	}
+	if rest := diamonds - repay; rest > 0 {
+		ps = append(ps, Posting{Available, rest})
+	}
+	return l.Post(ctx, tx, Journal{UserID: userID, Kind: "release", Reference: reference, Memo: memo, Postings: ps})
 }
 
 // Shortfall says who bears the diamonds a refund claws back beyond its hold.
@@ -90,11 +103,12 @@ type Settlement struct {
 	FromOthers    int64 // beyond it, out of other holds the caller allowed (the order's other refunds)
 	FromAvailable int64 // beyond those, out of available
 	Shortfall     int64 // already spent: debt or written off
+	Repaid        int64 // of Released, what paid the user's debt instead of going to available
 	Balance       Balance
 }
 
 // Settle takes a refund's clawback for good when the refund succeeds: first
-// out of its own hold (any rest goes back to available), then out of up to
+// out of its own hold (any rest goes back, paying debt first), then out of up to
 // borrowable diamonds held for other purposes the caller names (the same
 // order's other refunds, whose holds it then lowers by FromOthers), then out
 // of available; what is still missing was spent, and becomes debt or is
@@ -121,9 +135,14 @@ func (l *Ledger) Settle(ctx context.Context, tx pgx.Tx, userID string, held, bor
 			ps = append(ps, Posting{a, amount})
 		}
 	}
+	back := st.Released - st.FromAvailable // one of them is zero
+	if back > 0 {
+		st.Repaid = min(back, bal.Debt)
+	}
 	add(Refunded, clawback)
 	add(Held, -held-st.FromOthers)
-	add(Available, st.Released-st.FromAvailable)
+	add(Available, back-st.Repaid)
+	add(Debt, st.Repaid)
 	if st.Shortfall > 0 {
 		switch shortfall {
 		case ShortfallDebt:

@@ -358,14 +358,23 @@ func (s *Service) succeed(ctx context.Context, tx pgx.Tx, r *Refund, o recharge.
 		if err != nil {
 			return err
 		}
+		// Only the growth of the clawback beyond the refund's own estimate
+		// at acceptance is borrowed: a shortfall planned then follows this
+		// refund's policy, never a sibling's (a write-off must not become
+		// the debt of the user's own refund whose hold it took).
 		var borrowable int64
 		for _, h := range siblings {
 			borrowable += h.held
 		}
+		borrowable = min(borrowable, max(take-r.Diamonds, 0))
 		if r.Held > 0 || take > 0 {
-			shortfall := ledger.ShortfallDebt
-			if r.Clawback == ClawbackWriteOff {
-				shortfall = ledger.ShortfallWriteOff
+			// Only an agent's allow_debt makes the user owe diamonds. A user
+			// refund held all it was estimated to take; what it cannot find
+			// now is the rounding of a clawback re-decided at settlement,
+			// after siblings ended and their diamonds were spent.
+			shortfall := ledger.ShortfallWriteOff
+			if r.Clawback == ClawbackAllowDebt {
+				shortfall = ledger.ShortfallDebt
 			}
 			settled, err = s.ledger.Settle(ctx, tx, r.UserID, r.Held, borrowable, take, shortfall, postRef(*r), "refund "+r.ID.String())
 			if err != nil {
@@ -398,14 +407,17 @@ func (s *Service) succeed(ctx context.Context, tx pgx.Tx, r *Refund, o recharge.
 	}
 	if settled.Released > 0 {
 		note += fmt.Sprintf("; %d held diamonds returned", settled.Released)
+		if settled.Repaid > 0 {
+			note += fmt.Sprintf(" (%d of them paid debt)", settled.Repaid)
+		}
 	}
 	if settled.FromOthers > 0 {
 		note += fmt.Sprintf("; %d of them held by the order's other refunds", settled.FromOthers)
 	}
 	if settled.Shortfall > 0 {
-		how := "now owed as debt"
-		if r.Clawback == ClawbackWriteOff {
-			how = "written off"
+		how := "written off"
+		if r.Clawback == ClawbackAllowDebt {
+			how = "now owed as debt"
 		}
 		note += fmt.Sprintf(" (%d already spent: %s)", settled.Shortfall, how)
 	}
