@@ -254,16 +254,21 @@ func (s *Service) HandleEvent(ctx context.Context, chName string, ev channel.Eve
 func (s *Service) applyEvent(ctx context.Context, tx pgx.Tx, chName string, ev channel.Event) (string, string, error) {
 	id, err := uuid.Parse(ev.RefundID)
 	if err != nil {
-		return "unknown_refund", "", nil
+		return s.unknownRefund(ctx, chName, ev), "", nil
 	}
 	owner, err := s.owner(ctx, tx, "", id)
 	if errors.Is(err, errNotFound) {
-		return "unknown_refund", "", nil
+		return s.unknownRefund(ctx, chName, ev), "", nil
 	}
 	if err != nil {
 		return "", "", err
 	}
 	r, o, err := s.lockForSettlement(ctx, tx, owner, id)
+	if errors.Is(err, errNotFound) {
+		// The id is an order's: Alipay numbers a refund made without a
+		// refund number (from the merchant console) after its order.
+		return s.unknownRefund(ctx, chName, ev), owner, nil
+	}
 	if err != nil {
 		return "", "", err
 	}
@@ -273,11 +278,33 @@ func (s *Service) applyEvent(ctx context.Context, tx pgx.Tx, chName string, ev c
 	if r.Status != StatusApproved && r.Status != StatusProcessing {
 		return "stale", owner, nil
 	}
+	// A verified notification that names another order, or less money than
+	// this refund (for channels that report a cumulative amount, as Alipay
+	// does, the total can only be larger), is a mix-up somewhere: it
+	// settles nothing. The worker's query of the refund, which checks the
+	// order, settles it instead.
+	if (ev.OrderID != "" && ev.OrderID != r.OrderID.String()) ||
+		(ev.Type == channel.EventRefundSucceeded && ev.AmountFen > 0 && ev.AmountFen < r.AmountFen) {
+		s.log.ErrorContext(ctx, "refund notification does not match the refund; not applied",
+			"channel", chName, "refund", r.ID, "order", r.OrderID, "event_order", ev.OrderID,
+			"amount_fen", r.AmountFen, "event_amount_fen", ev.AmountFen)
+		return "refund_mismatch", owner, nil
+	}
 	st := channel.RefundStatus{State: channel.RefundSucceeded, AmountFen: ev.AmountFen}
 	if ev.Type == channel.EventRefundFailed {
 		st = channel.RefundStatus{State: channel.RefundFailed, Reason: ev.Reason}
 	}
 	return string(st.State), owner, s.settle(ctx, tx, &r, o, st, Actor{ID: chName, Role: "channel"})
+}
+
+// unknownRefund answers a notification of a refund that is not ours, most
+// likely made outside diamondd (the merchant console): it is recorded and
+// acknowledged, since redelivering it changes nothing, and logged for
+// support with the order it names, whose diamonds no one has taken back.
+func (s *Service) unknownRefund(ctx context.Context, chName string, ev channel.Event) string {
+	s.log.ErrorContext(ctx, "refund notification for a refund diamondd did not make",
+		"channel", chName, "refund", ev.RefundID, "order", ev.OrderID, "type", ev.Type, "amount_fen", ev.AmountFen)
+	return "unknown_refund"
 }
 
 // settle records what the channel said of a live refund, its order and the
