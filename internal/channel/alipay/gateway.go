@@ -271,6 +271,7 @@ type refundQueryResult struct {
 	OutRequestNo string `json:"out_request_no"`
 	RefundAmount string `json:"refund_amount"`
 	RefundStatus string `json:"refund_status"`
+	GmtRefundPay string `json:"gmt_refund_pay"`
 }
 
 // QueryRefund asks alipay.trade.fastpay.refund.query. Alipay answers success
@@ -306,8 +307,16 @@ func (c *Channel) QueryRefund(ctx context.Context, orderID, refundID string) (ch
 	case "REFUND_SUCCESS":
 		st.State = channel.RefundSucceeded
 	case "":
-		// Older behaviour: the refund is only returned once it succeeded.
-		st.State = channel.RefundSucceeded
+		// No status (§1.4): under the older contract a refund is only
+		// returned once it succeeded, under the newer one an echoed
+		// refund_amount alone means it was not (yet) made. The time the
+		// money was paid back (gmt_refund_pay, asked for above) is what
+		// only a succeeded refund has; without it, keep polling, and a
+		// resubmission under the same number is safe.
+		st.State = channel.RefundProcessing
+		if r.GmtRefundPay != "" {
+			st.State = channel.RefundSucceeded
+		}
 	default:
 		st.State = channel.RefundProcessing
 	}

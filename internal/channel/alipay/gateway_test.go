@@ -233,6 +233,32 @@ func TestRefunds(t *testing.T) {
 	}
 }
 
+// A refund query answer without refund_status is a success only with the
+// time the money was paid back (gmt_refund_pay): under Alipay's newer
+// contract an echoed refund_amount alone means the refund was not made (§1.4).
+func TestRefundQueryWithoutStatus(t *testing.T) {
+	e := setup(t, alipaytest.Options{}, nil)
+	ctx := ctxT(t)
+	e.createPaid(t, "o-rq", 600)
+	if st, err := e.ch.Refund(ctx, channel.RefundRequest{OrderID: "o-rq", RefundID: "r-1", AmountFen: 200, TotalFen: 600}); err != nil || st.State != channel.RefundSucceeded {
+		t.Fatalf("refund: %+v, %v", st, err)
+	}
+	for _, tc := range []struct {
+		omit []string
+		want channel.RefundState
+	}{
+		{nil, channel.RefundSucceeded},
+		{[]string{"refund_status"}, channel.RefundSucceeded},
+		{[]string{"refund_status", "gmt_refund_pay"}, channel.RefundProcessing},
+	} {
+		e.fake.InjectFault(alipaytest.Fault{Method: alipaytest.MethodRefundQuery, Omit: tc.omit})
+		got, err := e.ch.QueryRefund(ctx, "o-rq", "r-1")
+		if err != nil || got.State != tc.want || got.AmountFen != 200 {
+			t.Errorf("without %v: %+v, %v; want %s of 200 fen", tc.omit, got, err, tc.want)
+		}
+	}
+}
+
 func TestRefundTimeoutThenRetry(t *testing.T) {
 	e := setup(t, alipaytest.Options{}, func(c *alipay.Config) {
 		c.HTTPClient = &http.Client{Timeout: 5 * time.Second}

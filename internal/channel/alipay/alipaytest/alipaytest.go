@@ -138,6 +138,9 @@ type Fault struct {
 	Status int
 	// BadSignature answers with a signature that does not verify.
 	BadSignature bool
+	// Omit removes these fields from the answer (then signed as sent), as
+	// Alipay's answers differ between versions of its contract.
+	Omit []string
 }
 
 // Server is the fake. Its methods are safe for concurrent use.

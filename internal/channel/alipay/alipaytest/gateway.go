@@ -86,6 +86,9 @@ func (s *Server) handleGateway(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if fault != nil {
+		for _, f := range fault.Omit {
+			delete(resp, f)
+		}
 		if !s.sleep(r, fault.Delay) {
 			return
 		}
