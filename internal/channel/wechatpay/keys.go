@@ -29,9 +29,26 @@ func ParsePublicKey(data []byte) (key *rsa.PublicKey, certSerial string, err err
 	return key, strings.ToUpper(cert.SerialNumber.Text(16)), nil
 }
 
+// pubKeyIDPrefix starts the id of a WeChat Pay public key, an opaque name.
+const pubKeyIDPrefix = "PUB_KEY_ID_"
+
+// platformSerial is the form a platform key is stored and looked up under.
+// A certificate serial is hex, which WeChat Pay writes in upper case
+// (Wechatpay-Serial) and an operator may copy in lower case: both name the
+// same key. A public key id, in whatever case, is an opaque name and stays
+// exact.
+func platformSerial(serial string) string {
+	upper := strings.ToUpper(serial)
+	if strings.HasPrefix(upper, pubKeyIDPrefix) {
+		return serial
+	}
+	return upper
+}
+
 // ParsePlatformKeys reads a WECHATPAY_PLATFORM_KEYS list:
 // "serial=path[,serial=path…]", each path a PEM certificate or public key.
-// For a certificate, the serial must be the certificate's.
+// For a certificate, the serial must be the certificate's, in either case;
+// the key is stored under platformSerial.
 func ParsePlatformKeys(list string, readFile func(string) ([]byte, error)) (map[string]*rsa.PublicKey, error) {
 	keys := map[string]*rsa.PublicKey{}
 	for _, item := range strings.Split(list, ",") {
@@ -44,7 +61,7 @@ func ParsePlatformKeys(list string, readFile func(string) ([]byte, error)) (map[
 		if !ok || serial == "" || path == "" {
 			return nil, fmt.Errorf("entry %q is not serial=path", item)
 		}
-		if _, dup := keys[serial]; dup {
+		if _, dup := keys[platformSerial(serial)]; dup {
 			return nil, fmt.Errorf("serial %s listed twice", serial)
 		}
 		data, err := readFile(path)
@@ -58,7 +75,7 @@ func ParsePlatformKeys(list string, readFile func(string) ([]byte, error)) (map[
 		if certSerial != "" && !strings.EqualFold(certSerial, serial) {
 			return nil, fmt.Errorf("serial %s: %s is the certificate of serial %s", serial, path, certSerial)
 		}
-		keys[serial] = key
+		keys[platformSerial(serial)] = key
 	}
 	if len(keys) == 0 {
 		return nil, errors.New("no keys")

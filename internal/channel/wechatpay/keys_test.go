@@ -2,6 +2,7 @@ package wechatpay_test
 
 import (
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -56,18 +57,12 @@ func TestParseKeys(t *testing.T) {
 		t.Error("garbage private key accepted")
 	}
 
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(0x5157F09E), Subject: pkix.Name{CommonName: "Tenpay.com Root CA test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	certDER, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkixDER, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	dir := t.TempDir()
+	writeCert(t, filepath.Join(dir, "cert.pem"), key, 0x5157F09E)
+	pkixDER, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	files := map[string][]byte{
-		"cert.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER}),
-		"pub.pem":  pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkixDER}),
-		"bad.pem":  []byte("nothing"),
+		"pub.pem": pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkixDER}),
+		"bad.pem": []byte("nothing"),
 	}
 	for n, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
@@ -80,15 +75,72 @@ func TestParseKeys(t *testing.T) {
 		t.Fatalf("platform keys: %v, %v", keys, err)
 	}
 	for name, list := range map[string]string{
-		"serial mismatch": "DEADBEEF=" + p("cert.pem"),
-		"bad file":        "S=" + p("bad.pem"),
-		"missing file":    "S=" + p("none.pem"),
-		"no equals":       p("pub.pem"),
-		"duplicate":       "S=" + p("pub.pem") + ",S=" + p("pub.pem"),
-		"empty":           " , ",
+		"serial mismatch":  "DEADBEEF=" + p("cert.pem"),
+		"bad file":         "S=" + p("bad.pem"),
+		"missing file":     "S=" + p("none.pem"),
+		"no equals":        p("pub.pem"),
+		"duplicate":        "S=" + p("pub.pem") + ",S=" + p("pub.pem"),
+		"duplicate serial": "5157F09E=" + p("cert.pem") + ",5157f09e=" + p("cert.pem"),
+		"empty":            " , ",
 	} {
 		if _, err := wechatpay.ParsePlatformKeys(list, os.ReadFile); err == nil {
 			t.Errorf("%s accepted", name)
+		}
+	}
+}
+
+// writeCert writes a self-signed certificate of key with the given serial,
+// as a WeChat Pay platform certificate is configured.
+func writeCert(t *testing.T, path string, key *rsa.PrivateKey, serial int64) {
+	t.Helper()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "Tenpay.com Root CA test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A platform certificate serial is hex: WeChat Pay sends Wechatpay-Serial in
+// upper case, an operator may configure it in lower case, and every answer
+// must still verify. A public key id (PUB_KEY_ID_…) is matched exactly.
+func TestPlatformSerialCase(t *testing.T) {
+	key := strangerKey()
+	dir := t.TempDir()
+	cert, pub := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "pub.pem")
+	writeCert(t, cert, key, 0x5157F09E)
+	pkixDER, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err := os.WriteFile(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkixDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		configured, sent string
+		verifies         bool
+	}{
+		{"5157f09e=" + cert, "5157F09E", true},
+		{"5157F09E=" + cert, "5157f09e", true},
+		{"5157F09E=" + cert, "5157F09E", true},
+		{"PUB_KEY_ID_1=" + pub, "PUB_KEY_ID_1", true},
+		{"PUB_KEY_ID_1=" + pub, "pub_key_id_1", false},
+	} {
+		keys, err := wechatpay.ParsePlatformKeys(tc.configured, os.ReadFile)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.configured, err)
+		}
+		fake := wechatpaytest.New(t, wechatpaytest.Options{PlatformKey: key, PlatformSerial: tc.sent})
+		cfg := fake.Config()
+		cfg.PlatformKeys, cfg.NotifyURL = keys, "https://diamondd.example/v1/webhooks/wechatpay"
+		ch, err := wechatpay.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The fake signs its answer under the serial it sends.
+		_, err = ch.QueryPayment(ctxT(t), "o-none")
+		if (err == nil) != tc.verifies {
+			t.Errorf("configured %s, sent %s: %v, want verified %v", tc.configured, tc.sent, err, tc.verifies)
 		}
 	}
 }

@@ -84,7 +84,7 @@ func (c *Channel) verify(h http.Header, body []byte) error {
 	if strings.HasPrefix(sigB64, signTestPrefix) {
 		return fmt.Errorf("%w: signature probe (%s)", errUnverified, signTestPrefix)
 	}
-	pub, ok := c.platform[serial]
+	pub, ok := c.platform[platformSerial(serial)]
 	if !ok {
 		return fmt.Errorf("%w: unknown platform serial %q", errUnverified, clip(serial))
 	}

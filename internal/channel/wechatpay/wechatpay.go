@@ -50,7 +50,8 @@ type Config struct {
 	CertSerial string          // serial of our merchant API certificate
 	APIv3Key   string          // 32-byte APIv3 key (decrypts notifications)
 	// PlatformKeys are WeChat Pay's keys by serial (platform certificate
-	// serials and/or PUB_KEY_ID_…); several during a rotation.
+	// serials, in either case, and/or PUB_KEY_ID_…); several during a
+	// rotation.
 	PlatformKeys map[string]*rsa.PublicKey
 	BaseURL      string // ProductionBaseURL, or a fake's URL
 	NotifyURL    string // where WeChat Pay posts notifications (our /v1/webhooks/wechatpay)
@@ -113,7 +114,10 @@ func New(cfg Config) (*Channel, error) {
 		if serial == "" || k == nil {
 			return nil, errors.New("wechatpay: config: PlatformKeys has an empty serial or a nil key")
 		}
-		platform[serial] = k
+		if _, dup := platform[platformSerial(serial)]; dup {
+			return nil, fmt.Errorf("wechatpay: config: PlatformKeys names serial %s twice", serial)
+		}
+		platform[platformSerial(serial)] = k
 	}
 	for name, s := range map[string]string{"BaseURL": cfg.BaseURL, "NotifyURL": cfg.NotifyURL} {
 		u, err := url.Parse(s)
