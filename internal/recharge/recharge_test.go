@@ -169,6 +169,13 @@ func TestWebhookRefusals(t *testing.T) {
 	tampered := h.Do("POST", "/v1/webhooks/sandbox", apptest.Req{Body: strings.Replace(string(body), "600", "6000", 1),
 		Headers: map[string]string{"X-Sandbox-Timestamp": fmt.Sprint(now), "X-Sandbox-Signature": sandbox.Sign(apptest.SandboxSecret, now, body)}})
 	require.Equal(t, 401, tampered.Status)
+	// a timestamp not in plain unix seconds, even with the right signature
+	// for the number it reads as
+	for _, ts := range []string{"+" + fmt.Sprint(now), "0" + fmt.Sprint(now)} {
+		odd := h.Do("POST", "/v1/webhooks/sandbox", apptest.Req{Body: string(body),
+			Headers: map[string]string{"X-Sandbox-Timestamp": ts, "X-Sandbox-Signature": sandbox.Sign(apptest.SandboxSecret, now, body)}})
+		require.Equal(t, 401, odd.Status, "timestamp %q", ts)
+	}
 	unsigned := h.Do("POST", "/v1/webhooks/sandbox", apptest.Req{Body: string(body), Headers: map[string]string{"X-Request-ID": "req-1"}})
 	require.Equal(t, 401, unsigned.Status, "unsigned")
 	// refusals are problems like every other error of the API

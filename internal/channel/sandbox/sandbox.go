@@ -89,9 +89,11 @@ func (c *Channel) ParseWebhook(_ context.Context, h http.Header, body []byte) ([
 	if tsRaw == "" || sig == "" {
 		return nil, fmt.Errorf("%w: missing X-Sandbox-Timestamp or X-Sandbox-Signature", channel.ErrBadSignature)
 	}
+	// The signature covers the header's text; only the plain decimal form
+	// is taken, so that text and the number checked are one and the same.
 	ts, err := strconv.ParseInt(tsRaw, 10, 64)
-	if err != nil {
-		return nil, fmt.Errorf("%w: timestamp %q", channel.ErrBadSignature, tsRaw)
+	if err != nil || strconv.FormatInt(ts, 10) != tsRaw {
+		return nil, fmt.Errorf("%w: timestamp %q is not unix seconds", channel.ErrBadSignature, tsRaw)
 	}
 	skew := c.now().Sub(time.Unix(ts, 0))
 	if skew > MaxSkew || skew < -MaxSkew {
