@@ -194,6 +194,9 @@ func TestWebhookRefusals(t *testing.T) {
 	require.NotEmpty(t, malformed.JSON()["request_id"])
 	require.Equal(t, 0, count(t, h, `SELECT count(*) FROM webhook_events`))
 	require.Equal(t, 404, h.Do("POST", "/v1/webhooks/paypal", apptest.Req{Body: "{}"}).Status)
+	mp := h.Do("POST", "/v1/webhooks/monthly_pay", apptest.Req{Body: "{}"})
+	require.Equal(t, "invalid_signature", mp.RequireStatus(t, 401).Code(), "the credit line never notifies")
+	require.Equal(t, "application/problem+json", mp.Header.Get("Content-Type"))
 
 	// within the window it counts
 	require.Equal(t, 200, h.SignedWebhook(body, now-299, apptest.SandboxSecret).Status)

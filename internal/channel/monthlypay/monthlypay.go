@@ -150,8 +150,10 @@ func (c *Channel) ParseWebhook(context.Context, http.Header, []byte) ([]channel.
 	return nil, fmt.Errorf("%w: monthly_pay has no webhooks", channel.ErrBadSignature)
 }
 
+// WebhookResponse refuses anything posted to it in the API's own error
+// format: nothing can be signed by a channel that never notifies.
 func (c *Channel) WebhookResponse(error) channel.Response {
-	return channel.Response{Status: http.StatusUnauthorized, ContentType: "application/json", Body: []byte(`{"ok":false}`)}
+	return channel.Response{Status: http.StatusUnauthorized, Code: "invalid_signature", Detail: "monthly_pay sends no notifications"}
 }
 
 // QueryPayment: credit-line orders are paid when created, never pending.
