@@ -45,7 +45,8 @@ type Channel interface {
 
 	// ClosePayment closes an unpaid order at the channel so it can no longer
 	// be paid. It returns ErrAlreadyPaid when the channel reports the order
-	// paid: the caller must then credit it instead.
+	// paid, refunded since or not: the caller must then apply the payment
+	// (QueryPayment) instead.
 	ClosePayment(ctx context.Context, orderID string) error
 
 	// Refund submits a refund. RefundID is our refund id and is the channel's
@@ -108,6 +109,11 @@ const (
 	EventPaymentClosed    EventType = "payment.closed"
 	EventRefundSucceeded  EventType = "refund.succeeded"
 	EventRefundFailed     EventType = "refund.failed"
+	// EventPaymentRefunded: the trade was paid and has since been refunded
+	// at the channel, in part or in full. It may concern an order still
+	// pending here (its payment notification lost, the money returned from
+	// the merchant console), and such an order must not be credited.
+	EventPaymentRefunded EventType = "payment.refunded"
 )
 
 // Event is one normalized notification. Key is unique per channel for one
@@ -122,6 +128,9 @@ type Event struct {
 	AmountFen int64  // paid or refunded amount
 	Reason    string // on failures
 	At        time.Time
+	// RefundedFen, on payment.refunded, is how much of the payment the
+	// channel has returned so far, when it says (0: not reported).
+	RefundedFen int64
 }
 
 // PaymentState is the channel's view of an order.
@@ -129,7 +138,8 @@ type PaymentState string
 
 const (
 	PaymentPending  PaymentState = "pending"   // created, not paid yet
-	PaymentPaid     PaymentState = "paid"      // paid (also paid then partly or fully refunded)
+	PaymentPaid     PaymentState = "paid"      // paid, with no refund the channel reports
+	PaymentRefunded PaymentState = "refunded"  // paid, then refunded in part or in full at the channel
 	PaymentClosed   PaymentState = "closed"    // closed or expired unpaid
 	PaymentNotFound PaymentState = "not_found" // the channel has no such order
 )
@@ -140,6 +150,9 @@ type PaymentStatus struct {
 	TradeNo   string
 	AmountFen int64
 	PaidAt    time.Time
+	// RefundedFen, with PaymentRefunded, is how much went back, when the
+	// channel says (0: not reported).
+	RefundedFen int64
 }
 
 // RefundRequest is one refund submission.

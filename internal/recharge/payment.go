@@ -102,8 +102,10 @@ func (s *Service) HandleEvent(ctx context.Context, chName string, ev channel.Eve
 			return send(ctx, tx, closing, "wrong_channel")
 		}
 		switch ev.Type {
-		case channel.EventPaymentSucceeded:
-			_, err := s.applyPayment(ctx, tx, &o, ev.TradeNo, ev.AmountFen, "channel:"+chName, closing)
+		case channel.EventPaymentSucceeded, channel.EventPaymentRefunded:
+			t := trade{no: ev.TradeNo, amountFen: ev.AmountFen,
+				refunded: ev.Type == channel.EventPaymentRefunded, refundedFen: ev.RefundedFen}
+			_, err := s.applyPayment(ctx, tx, &o, t, "channel:"+chName, closing)
 			return err
 		case channel.EventPaymentFailed, channel.EventPaymentClosed:
 			if o.Status != StatusPending {
@@ -160,16 +162,37 @@ func (s *Service) queueFinish(b *pgx.Batch, o *Order, status, actor, note string
 	o.Status, o.ClosedAt, o.UpdatedAt = status, &now, now
 }
 
+// FlagExternalRefund marks an order whose payment the channel reports
+// refunded before diamondd credited it (a refund made outside diamondd,
+// e.g. from the merchant console, while the payment notification was lost):
+// the money went back, so the order is not credited and support decides.
+const FlagExternalRefund = "external_refund"
+
+// trade is a channel transaction reported paid for an order.
+type trade struct {
+	no        string
+	amountFen int64
+	// refunded: the channel reports money of it returned since, in part or
+	// in full; refundedFen is how much, when it says.
+	refunded    bool
+	refundedFen int64
+}
+
 // applyPayment records a channel trade against the locked order and credits
 // the order if this trade pays it. The (channel, trade_no) key makes a
 // repeated report of the same trade a no-op; the ledger's unique reference
 // makes a second credit of the order impossible. closing, when set, adds the
 // caller's last statements to the final round trip.
-func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, tradeNo string, amountFen int64, actor string,
+func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, t trade, actor string,
 	closing func(*pgx.Batch, string)) (string, error) {
 	now := s.now().UTC()
-	credit := amountFen == o.AmountFen &&
-		(o.Status == StatusPending || o.Status == StatusClosed || o.Status == StatusFailed)
+	tradeNo, amountFen := t.no, t.amountFen
+	uncredited := o.Status == StatusPending || o.Status == StatusClosed || o.Status == StatusFailed
+	// A diamond is never created without a payment: a trade refunded before
+	// it was credited buys nothing. For a credited order it changes nothing
+	// (the trade is known, or it is a second payment, refunded as such).
+	external := uncredited && t.refunded
+	credit := amountFen == o.AmountFen && uncredited && !external
 
 	// Record the trade; when it is to be credited, lock the wallet and read
 	// what the risk rules need in the same round trip.
@@ -181,7 +204,7 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, tradeNo
 		INSERT INTO payments (user_id, channel, trade_no, order_id, amount_fen, outcome, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (user_id, channel, trade_no) DO NOTHING`,
-		o.UserID, o.Channel, tradeNo, o.ID, amountFen, paymentOutcome(credit, amountFen == o.AmountFen), now).
+		o.UserID, o.Channel, tradeNo, o.ID, amountFen, paymentOutcome(credit, external, amountFen == o.AmountFen), now).
 		Exec(func(ct pgconn.CommandTag) error { inserted = ct.RowsAffected() == 1; return nil })
 	if credit {
 		th := s.cfg.Risk
@@ -203,6 +226,22 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, tradeNo
 	}
 	if !inserted {
 		return done("duplicate_trade")
+	}
+
+	if external {
+		refunded := "refunded at the channel"
+		if t.refundedFen > 0 {
+			refunded = fmt.Sprintf("%d fen of it refunded at the channel", t.refundedFen)
+		}
+		s.queueFlag(fin, o, FlagExternalRefund, now)
+		note := fmt.Sprintf("trade %s paid %d fen, %s before it was credited: not credited, left to support",
+			tradeNo, amountFen, refunded)
+		queueTimeline(fin, s.newID(), o.UserID, o.ID, o.Status, actor, note, now)
+		// Error level: money moved outside diamondd, and only a person can
+		// tell whether the payer is owed anything.
+		s.log.ErrorContext(ctx, "payment refunded at the channel before it was credited", "order", o.ID, "status", o.Status,
+			"trade", tradeNo, "paid", amountFen, "refunded", t.refundedFen)
+		return done(FlagExternalRefund)
 	}
 
 	if amountFen != o.AmountFen {
@@ -276,10 +315,12 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, tradeNo
 }
 
 // paymentOutcome is what a trade is recorded as.
-func paymentOutcome(credit, amountMatches bool) string {
+func paymentOutcome(credit, external, amountMatches bool) string {
 	switch {
 	case credit:
 		return "credited"
+	case external:
+		return FlagExternalRefund
 	case !amountMatches:
 		return "amount_mismatch"
 	}
@@ -334,14 +375,23 @@ func (s *Service) close(ctx context.Context, o Order, actor, note string) error 
 		if err := s.reconcile(ctx, ch, o); err != nil {
 			return err
 		}
-		// Paid, but with the wrong amount: nothing was credited, and the
-		// order closes like any other; the payment stays with support.
+		// Paid, but with the wrong amount or refunded since: nothing was
+		// credited, and the order closes like any other; the payment stays
+		// with support.
 		return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
 			cur, err := Lock(ctx, tx, o.UserID, o.ID)
-			if err != nil || cur.Status != StatusPending || !slices.Contains(cur.Flags, FlagAmountMismatch) {
+			if err != nil || cur.Status != StatusPending {
 				return err
 			}
-			return s.finish(ctx, tx, &cur, StatusClosed, actor, note+"; its payment of the wrong amount is left to support")
+			switch {
+			case slices.Contains(cur.Flags, FlagAmountMismatch):
+				note += "; its payment of the wrong amount is left to support"
+			case slices.Contains(cur.Flags, FlagExternalRefund):
+				note += "; its payment, refunded at the channel, is left to support"
+			default:
+				return nil
+			}
+			return s.finish(ctx, tx, &cur, StatusClosed, actor, note)
 		})
 	}
 	if err != nil {
@@ -366,9 +416,15 @@ func (s *Service) reconcile(ctx context.Context, ch channel.Channel, o Order) er
 		return fmt.Errorf("query payment of %s: %w", o.ID, err)
 	}
 	switch st.State {
-	case channel.PaymentPaid:
-		return s.HandleEvent(ctx, o.Channel, channel.Event{Key: "query:" + st.TradeNo, Type: channel.EventPaymentSucceeded,
-			OrderID: o.ID.String(), TradeNo: st.TradeNo, AmountFen: st.AmountFen, At: st.PaidAt})
+	case channel.PaymentPaid, channel.PaymentRefunded:
+		typ := channel.EventPaymentSucceeded
+		if st.State == channel.PaymentRefunded {
+			// Paid, and refunded while its notification was lost: recorded
+			// and flagged, never credited.
+			typ = channel.EventPaymentRefunded
+		}
+		return s.HandleEvent(ctx, o.Channel, channel.Event{Key: "query:" + st.TradeNo, Type: typ, OrderID: o.ID.String(),
+			TradeNo: st.TradeNo, AmountFen: st.AmountFen, RefundedFen: st.RefundedFen, At: st.PaidAt})
 	case channel.PaymentClosed:
 		return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
 			cur, err := Lock(ctx, tx, o.UserID, o.ID)

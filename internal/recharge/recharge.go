@@ -317,7 +317,7 @@ func (s *Service) Insert(ctx context.Context, tx pgx.Tx, d Draft) (Order, error)
 	if err != nil {
 		return Order{}, err
 	}
-	if _, err := s.applyPayment(ctx, tx, &o, tradeNo, o.AmountFen, "channel:"+o.Channel, nil); err != nil {
+	if _, err := s.applyPayment(ctx, tx, &o, trade{no: tradeNo, amountFen: o.AmountFen}, "channel:"+o.Channel, nil); err != nil {
 		return Order{}, err
 	}
 	return o, nil

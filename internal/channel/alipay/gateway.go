@@ -149,11 +149,13 @@ func (c *Channel) QueryPayment(ctx context.Context, orderID string) (channel.Pay
 		st.State = channel.PaymentPaid
 		st.PaidAt = paidAt
 	case "TRADE_CLOSED":
-		// A fully refunded trade is TRADE_CLOSED too; it still carries the
-		// date it was paid, and for us it stays paid.
+		// A fully refunded trade is TRADE_CLOSED too (§1.5); it still
+		// carries the date it was paid. Only a full refund closes a paid
+		// trade, so all of it went back.
 		if paid {
-			st.State = channel.PaymentPaid
+			st.State = channel.PaymentRefunded
 			st.PaidAt = paidAt
+			st.RefundedFen = st.AmountFen
 		} else {
 			st.State = channel.PaymentClosed
 		}
@@ -182,7 +184,7 @@ func (c *Channel) ClosePayment(ctx context.Context, orderID string) error {
 			return fmt.Errorf("alipay: close payment %s: %s, then: %w", orderID, r.SubCode, err)
 		}
 		switch st.State {
-		case channel.PaymentPaid:
+		case channel.PaymentPaid, channel.PaymentRefunded:
 			return fmt.Errorf("alipay: close payment %s: %w", orderID, channel.ErrAlreadyPaid)
 		case channel.PaymentClosed, channel.PaymentNotFound:
 			return nil

@@ -185,7 +185,8 @@ func TestRefunds(t *testing.T) {
 	if err != nil || st.State != channel.RefundFailed || !strings.Contains(st.Reason, "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL") {
 		t.Fatalf("excess: %+v, %v", st, err)
 	}
-	// The rest: the trade closes, and is still paid for QueryPayment.
+	// The rest: the trade closes; QueryPayment says it was paid and refunded
+	// in full, and it cannot be closed as unpaid.
 	st, err = e.ch.Refund(ctx, channel.RefundRequest{OrderID: "o-ref", RefundID: "r-3", AmountFen: 700, TotalFen: 1000})
 	if err != nil || st.State != channel.RefundSucceeded {
 		t.Fatalf("rest: %+v, %v", st, err)
@@ -193,8 +194,12 @@ func TestRefunds(t *testing.T) {
 	if tr, _ = e.fake.Trade("o-ref"); tr.RefundedFen != 1000 || tr.Status != alipaytest.StatusTradeClosed {
 		t.Fatalf("after full refund: %+v", tr)
 	}
-	if ps, err := e.ch.QueryPayment(ctx, "o-ref"); err != nil || ps.State != channel.PaymentPaid {
+	if ps, err := e.ch.QueryPayment(ctx, "o-ref"); err != nil || ps.State != channel.PaymentRefunded || ps.TradeNo != tr.TradeNo ||
+		ps.AmountFen != 1000 || ps.RefundedFen != 1000 || ps.PaidAt.IsZero() {
 		t.Fatalf("refunded trade: %+v, %v", ps, err)
+	}
+	if err := e.ch.ClosePayment(ctx, "o-ref"); !errors.Is(err, channel.ErrAlreadyPaid) {
+		t.Fatalf("close refunded trade: %v, want ErrAlreadyPaid", err)
 	}
 
 	for id, want := range map[string]channel.RefundStatus{

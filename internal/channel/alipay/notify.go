@@ -15,8 +15,11 @@ import (
 // ParseWebhook verifies an Alipay notification (a form-encoded POST body)
 // and turns it into at most one event keyed by notify_id.
 //
-//   - TRADE_SUCCESS / TRADE_FINISHED: payment.succeeded with total_amount.
-//   - TRADE_CLOSED: payment.closed (an unpaid trade timed out or was closed).
+//   - TRADE_SUCCESS / TRADE_FINISHED: payment.succeeded with total_amount;
+//     payment.refunded when it carries a positive refund_fee (money went
+//     back since, from a refund that does not name itself in out_biz_no).
+//   - TRADE_CLOSED: payment.closed (an unpaid trade timed out or was closed);
+//     payment.refunded when a refund_fee says a full refund closed it.
 //   - WAIT_BUYER_PAY: no event.
 //   - A refund notification (it names the refund in out_biz_no, §1.5):
 //     refund.succeeded with RefundID = out_biz_no. Alipay only sends the
@@ -104,26 +107,19 @@ func (c *Channel) notificationEvents(p url.Values) ([]channel.Event, error) {
 
 	switch status {
 	case "TRADE_SUCCESS", "TRADE_FINISHED":
-		if ev.TradeNo == "" {
-			return nil, fmt.Errorf("%w: paid trade without trade_no", channel.ErrMalformed)
-		}
-		total, err := optionalYuan(p, "total_amount")
-		if err != nil {
-			return nil, err
-		}
-		if total <= 0 {
-			return nil, fmt.Errorf("%w: paid trade without a positive total_amount", channel.ErrMalformed)
-		}
-		ev.Type = channel.EventPaymentSucceeded
-		ev.AmountFen = total
-		ev.At = c.notifyTime(p, "gmt_payment")
-		return []channel.Event{ev}, nil
+		return c.paidEvent(p, ev, refundFee)
 	case "TRADE_CLOSED":
-		if refundFee > 0 || p.Get("gmt_refund") != "" {
-			// Closed by a full refund that does not name the refund: the trade
-			// was paid, so payment.closed would be wrong, and without
-			// out_biz_no no refund can be matched. The refund worker's
-			// QueryRefund settles it; acknowledging stops the redeliveries.
+		if refundFee > 0 {
+			// Closed by a full refund that does not name the refund: the
+			// trade was paid, so payment.closed would be wrong, and without
+			// out_biz_no no refund of ours can be matched (the refund
+			// worker's QueryRefund settles ours). It is still news for an
+			// order not credited yet.
+			return c.paidEvent(p, ev, refundFee)
+		}
+		if p.Get("gmt_refund") != "" {
+			// Refunded, without an amount to go on: acknowledging stops the
+			// redeliveries, and the query worker sees the closed trade.
 			return nil, nil
 		}
 		if _, err := optionalYuan(p, "total_amount"); err != nil {
@@ -137,6 +133,30 @@ func (c *Channel) notificationEvents(p url.Values) ([]channel.Event, error) {
 	default:
 		return nil, fmt.Errorf("%w: unknown trade_status %q", channel.ErrMalformed, clip(status))
 	}
+}
+
+// paidEvent reports a paid trade. One that carries a refund_fee has had
+// money returned since (refund_fee is cumulative): payment.refunded, which
+// never credits an order that is not credited yet.
+func (c *Channel) paidEvent(p url.Values, ev channel.Event, refundFee int64) ([]channel.Event, error) {
+	if ev.TradeNo == "" {
+		return nil, fmt.Errorf("%w: paid trade without trade_no", channel.ErrMalformed)
+	}
+	total, err := optionalYuan(p, "total_amount")
+	if err != nil {
+		return nil, err
+	}
+	if total <= 0 {
+		return nil, fmt.Errorf("%w: paid trade without a positive total_amount", channel.ErrMalformed)
+	}
+	ev.Type = channel.EventPaymentSucceeded
+	if refundFee > 0 {
+		ev.Type = channel.EventPaymentRefunded
+		ev.RefundedFen = refundFee
+	}
+	ev.AmountFen = total
+	ev.At = c.notifyTime(p, "gmt_payment")
+	return []channel.Event{ev}, nil
 }
 
 func isTradeStatus(s string) bool {

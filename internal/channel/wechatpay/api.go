@@ -120,8 +120,13 @@ func (c *Channel) QueryPayment(ctx context.Context, orderID string) (channel.Pay
 		st.AmountFen = *t.Amount.Total
 	}
 	switch t.TradeState {
-	case "SUCCESS", "REFUND":
+	case "SUCCESS":
 		st.State = channel.PaymentPaid
+		st.PaidAt = parseTime(t.SuccessTime, st.PaidAt)
+	case "REFUND":
+		// "转入退款": paid, then a refund was made. The transaction does not
+		// say how much; only the refunds, by their numbers, would.
+		st.State = channel.PaymentRefunded
 		st.PaidAt = parseTime(t.SuccessTime, st.PaidAt)
 	case "NOTPAY", "USERPAYING":
 		st.State = channel.PaymentPending

@@ -171,8 +171,12 @@ func TestRefunds(t *testing.T) {
 	if err != nil || st.State != channel.RefundSucceeded {
 		t.Fatalf("rest: %+v, %v", st, err)
 	}
-	if ps, err := e.ch.QueryPayment(ctx, "o-ref"); err != nil || ps.State != channel.PaymentPaid {
+	if ps, err := e.ch.QueryPayment(ctx, "o-ref"); err != nil || ps.State != channel.PaymentRefunded || ps.TradeNo != fo.TransactionID ||
+		ps.AmountFen != 1000 || ps.PaidAt.IsZero() {
 		t.Fatalf("refunded order: %+v, %v", ps, err)
+	}
+	if err := e.ch.ClosePayment(ctx, "o-ref"); !errors.Is(err, channel.ErrAlreadyPaid) {
+		t.Fatalf("close refunded order: %v, want ErrAlreadyPaid", err)
 	}
 	for id, want := range map[string]channel.RefundState{"r-1": channel.RefundSucceeded, "r-3": channel.RefundSucceeded, "r-2": channel.RefundNotFound} {
 		got, err := e.ch.QueryRefund(ctx, "o-ref", id)

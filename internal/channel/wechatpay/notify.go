@@ -63,9 +63,10 @@ type refundResource struct {
 // raw body, within five minutes of our clock), decrypts its resource and
 // returns at most one event keyed by the notification id.
 //
-//   - TRANSACTION.*: by trade_state: SUCCESS (and REFUND: paid, then a refund
-//     started) → payment.succeeded with amount.total (fen); CLOSED, REVOKED
-//     → payment.closed; PAYERROR → payment.failed; NOTPAY, USERPAYING → none.
+//   - TRANSACTION.*: by trade_state: SUCCESS → payment.succeeded with
+//     amount.total (fen); REFUND (paid, then a refund started) →
+//     payment.refunded; CLOSED, REVOKED → payment.closed; PAYERROR →
+//     payment.failed; NOTPAY, USERPAYING → none.
 //   - REFUND.SUCCESS → refund.succeeded; REFUND.CLOSED → refund.failed;
 //     REFUND.ABNORMAL → no event: it is not final (the refund can still be
 //     rerouted), and the refund worker keeps querying it.
@@ -158,6 +159,9 @@ func (c *Channel) transactionEvent(plain []byte) (*channel.Event, error) {
 			return nil, fmt.Errorf("currency %q", clip(t.Amount.Currency))
 		}
 		ev.Type = channel.EventPaymentSucceeded
+		if t.TradeState == "REFUND" {
+			ev.Type = channel.EventPaymentRefunded
+		}
 		ev.AmountFen = *t.Amount.Total
 		ev.At = parseTime(t.SuccessTime, time.Time{})
 	case "CLOSED", "REVOKED":

@@ -187,7 +187,7 @@ func TestParseWebhookEvents(t *testing.T) {
 		{"paid", f.NewNotification("TRANSACTION.SUCCESS", "支付成功", "transaction", transaction(f, nil)),
 			[]channel.Event{{Type: channel.EventPaymentSucceeded, OrderID: "order-1", TradeNo: "4200000001", AmountFen: 600, At: paidAt}}},
 		{"paid then refunding", f.NewNotification("TRANSACTION.SUCCESS", "", "transaction", transaction(f, func(m map[string]any) { m["trade_state"] = "REFUND" })),
-			[]channel.Event{{Type: channel.EventPaymentSucceeded, OrderID: "order-1", TradeNo: "4200000001", AmountFen: 600, At: paidAt}}},
+			[]channel.Event{{Type: channel.EventPaymentRefunded, OrderID: "order-1", TradeNo: "4200000001", AmountFen: 600, At: paidAt}}},
 		{"closed", f.NewNotification("TRANSACTION.CLOSED", "", "transaction", transaction(f, func(m map[string]any) {
 			m["trade_state"] = "CLOSED"
 			delete(m, "transaction_id")
