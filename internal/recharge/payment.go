@@ -189,9 +189,11 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, t trade
 	tradeNo, amountFen := t.no, t.amountFen
 	uncredited := o.Status == StatusPending || o.Status == StatusClosed || o.Status == StatusFailed
 	// A diamond is never created without a payment: a trade refunded before
-	// it was credited buys nothing. For a credited order it changes nothing
-	// (the trade is known, or it is a second payment, refunded as such).
-	external := uncredited && t.refunded
+	// it was credited buys nothing, nor does any payment of an order already
+	// flagged so (the refund's notification can come before a redelivery of
+	// the payment's). For a credited order it changes nothing (the trade is
+	// known, or it is a second payment, refunded as such).
+	external := uncredited && (t.refunded || slices.Contains(o.Flags, FlagExternalRefund))
 	credit := amountFen == o.AmountFen && uncredited && !external
 
 	// Record the trade; when it is to be credited, lock the wallet and read
@@ -204,7 +206,7 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, t trade
 		INSERT INTO payments (user_id, channel, trade_no, order_id, amount_fen, outcome, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (user_id, channel, trade_no) DO NOTHING`,
-		o.UserID, o.Channel, tradeNo, o.ID, amountFen, paymentOutcome(credit, external, amountFen == o.AmountFen), now).
+		o.UserID, o.Channel, tradeNo, o.ID, amountFen, paymentOutcome(credit, external, uncredited), now).
 		Exec(func(ct pgconn.CommandTag) error { inserted = ct.RowsAffected() == 1; return nil })
 	if credit {
 		th := s.cfg.Risk
@@ -244,7 +246,7 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, t trade
 		return done(FlagExternalRefund)
 	}
 
-	if amountFen != o.AmountFen {
+	if amountFen != o.AmountFen && uncredited {
 		// Not credited: support decides what the payment buys. The order
 		// still expires on time.
 		s.queueFlag(fin, o, FlagAmountMismatch, now)
@@ -255,8 +257,8 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, t trade
 	}
 
 	if !credit {
-		// A second successful payment of a paid order: refund it in full,
-		// credit nothing.
+		// A second successful payment of a paid order, of any amount:
+		// refund it in full, credit nothing.
 		if s.refunder == nil {
 			return "", errors.New("no refunder configured for duplicate payments")
 		}
@@ -315,16 +317,35 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, t trade
 }
 
 // paymentOutcome is what a trade is recorded as.
-func paymentOutcome(credit, external, amountMatches bool) string {
+func paymentOutcome(credit, external, uncredited bool) string {
 	switch {
 	case credit:
 		return "credited"
 	case external:
 		return FlagExternalRefund
-	case !amountMatches:
+	case uncredited:
 		return "amount_mismatch"
 	}
 	return "duplicate"
+}
+
+// FlagRefundedOutside marks an order whose money the channel reports
+// refunded by a refund diamondd did not make (from the merchant console):
+// for support, who alone can tell what the user keeps, and so that a payment
+// of it reported later is never credited.
+func (s *Service) FlagRefundedOutside(ctx context.Context, tx pgx.Tx, userID string, orderID uuid.UUID, actor, note string) error {
+	o, err := Lock(ctx, tx, userID, orderID)
+	if err != nil || slices.Contains(o.Flags, FlagExternalRefund) {
+		return err
+	}
+	now := s.now().UTC()
+	b := &pgx.Batch{}
+	s.queueFlag(b, &o, FlagExternalRefund, now)
+	queueTimeline(b, s.newID(), o.UserID, o.ID, o.Status, actor, note, now)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("flag order %s refunded outside: %w", orderID, err)
+	}
+	return nil
 }
 
 func (s *Service) queueFlag(b *pgx.Batch, o *Order, flag string, now time.Time) {

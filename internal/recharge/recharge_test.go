@@ -305,6 +305,28 @@ func TestPaymentEdgeCases(t *testing.T) {
 		avail = 0
 	})
 
+	t.Run("a second payment of another amount is refunded in full too", func(t *testing.T) {
+		id := order("double-other")
+		before, _, _ := h.Wallet("u1")
+		h.Pay(id, 600, "T-o1", "e-o1")
+		h.Pay(id, 1200, "T-o2", "e-o2")
+		after, _, _ := h.Wallet("u1")
+		require.EqualValues(t, 60, after-before)
+		v := adminView(id)
+		require.Equal(t, "paid", v["status"])
+		require.Equal(t, []any{"duplicate_payment"}, v["flags"])
+		var refundID string
+		for _, p := range v["payments"].([]any) {
+			if p := p.(map[string]any); p["trade_no"] == "T-o2" {
+				require.Equal(t, "duplicate", p["outcome"])
+				refundID = p["refund_id"].(string)
+			}
+		}
+		r := h.Do("GET", "/v1/admin/refunds/"+refundID, apptest.Req{Token: support}).RequireStatus(t, 200).JSON()
+		require.Equal(t, "duplicate_payment", r["kind"])
+		require.EqualValues(t, 1200, r["amount_fen"], "the whole second payment goes back")
+	})
+
 	t.Run("failed after paid is ignored", func(t *testing.T) {
 		id := order("failed-after")
 		before, _, _ := h.Wallet("u1")

@@ -24,6 +24,24 @@ func TestRefundNotificationNamingAnOrder(t *testing.T) {
 	require.Equal(t, 1, f.count(t, `SELECT count(*) FROM webhook_events WHERE event_key = 'e-x' AND outcome = 'unknown_refund'`))
 	require.Equal(t, "paid", f.orderStatus(t, order))
 	require.Equal(t, [3]int64{60, 0, 0}, f.wallet(t))
+	v := f.Do("GET", "/v1/admin/recharges/"+order, apptest.Req{Token: f.agent}).RequireStatus(t, 200).JSON()
+	require.Equal(t, []any{"external_refund"}, v["flags"], "support sees the diamonds no one took back")
+	f.RequireClean()
+}
+
+// When that notification comes before the payment's own (lost, then
+// redelivered), the order is never credited: the money went back.
+func TestPaymentAfterAnOutsideRefund(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	order := f.Recharge(f.user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "o")["id"].(string)
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "e-r", "type": "refund.succeeded", "refund_id": order, "order_id": order, "amount_fen": 600}).Status)
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "e-p", "type": "payment.succeeded", "order_id": order, "trade_no": "T-1", "amount_fen": 600}).Status)
+	require.Equal(t, [3]int64{0, 0, 0}, f.wallet(t))
+	v := f.Do("GET", "/v1/admin/recharges/"+order, apptest.Req{Token: f.agent}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "pending", v["status"])
+	require.Equal(t, []any{"external_refund"}, v["flags"])
+	require.Equal(t, "external_refund", v["payments"].([]any)[0].(map[string]any)["outcome"])
 	f.RequireClean()
 }
 

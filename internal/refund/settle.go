@@ -1,6 +1,7 @@
 package refund
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -254,11 +255,11 @@ func (s *Service) HandleEvent(ctx context.Context, chName string, ev channel.Eve
 func (s *Service) applyEvent(ctx context.Context, tx pgx.Tx, chName string, ev channel.Event) (string, string, error) {
 	id, err := uuid.Parse(ev.RefundID)
 	if err != nil {
-		return s.unknownRefund(ctx, chName, ev), "", nil
+		return s.unknownRefund(ctx, tx, chName, ev, ev.OrderID)
 	}
 	owner, err := s.owner(ctx, tx, "", id)
 	if errors.Is(err, errNotFound) {
-		return s.unknownRefund(ctx, chName, ev), "", nil
+		return s.unknownRefund(ctx, tx, chName, ev, ev.OrderID)
 	}
 	if err != nil {
 		return "", "", err
@@ -267,7 +268,7 @@ func (s *Service) applyEvent(ctx context.Context, tx pgx.Tx, chName string, ev c
 	if errors.Is(err, errNotFound) {
 		// The id is an order's: Alipay numbers a refund made without a
 		// refund number (from the merchant console) after its order.
-		return s.unknownRefund(ctx, chName, ev), owner, nil
+		return s.unknownRefund(ctx, tx, chName, ev, cmp.Or(ev.OrderID, ev.RefundID))
 	}
 	if err != nil {
 		return "", "", err
@@ -299,12 +300,31 @@ func (s *Service) applyEvent(ctx context.Context, tx pgx.Tx, chName string, ev c
 
 // unknownRefund answers a notification of a refund that is not ours, most
 // likely made outside diamondd (the merchant console): it is recorded and
-// acknowledged, since redelivering it changes nothing, and logged for
-// support with the order it names, whose diamonds no one has taken back.
-func (s *Service) unknownRefund(ctx context.Context, chName string, ev channel.Event) string {
+// acknowledged, since redelivering it changes nothing, and the order it
+// names, if it is ours, is flagged for support (whose diamonds no one has
+// taken back, or which must never be credited now) and logged.
+func (s *Service) unknownRefund(ctx context.Context, tx pgx.Tx, chName string, ev channel.Event, orderID string) (string, string, error) {
 	s.log.ErrorContext(ctx, "refund notification for a refund diamondd did not make",
-		"channel", chName, "refund", ev.RefundID, "order", ev.OrderID, "type", ev.Type, "amount_fen", ev.AmountFen)
-	return "unknown_refund"
+		"channel", chName, "refund", ev.RefundID, "order", orderID, "type", ev.Type, "amount_fen", ev.AmountFen)
+	oid, err := uuid.Parse(orderID)
+	if err != nil || ev.Type != channel.EventRefundSucceeded {
+		return "unknown_refund", "", nil
+	}
+	owner, err := recharge.Owner(ctx, tx, oid)
+	if recharge.IsNotFound(err) {
+		return "unknown_refund", "", nil
+	}
+	if err != nil {
+		return "", "", err
+	}
+	note := fmt.Sprintf("%s reports a refund %s of %d fen that diamondd did not make: left to support", chName, ev.RefundID, ev.AmountFen)
+	if err := s.recharges.FlagRefundedOutside(ctx, tx, owner, oid, "channel:"+chName, note); err != nil {
+		if recharge.IsNotFound(err) {
+			return "unknown_refund", owner, nil // a refund's id, not an order's
+		}
+		return "", "", err
+	}
+	return "unknown_refund", owner, nil
 }
 
 // settle records what the channel said of a live refund, its order and the
