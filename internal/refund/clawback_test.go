@@ -1,6 +1,7 @@
 package refund_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -8,11 +9,12 @@ import (
 	"github.com/diamondd/diamondd/internal/app/apptest"
 )
 
-// A user refund (unspent_only) never leaves the user owing diamonds. R2, the
-// rest of an order, holds only what R1 left it (99 of 100); R1 is withdrawn
-// and its diamond spent; R2 then settles alone and its clawback, decided
-// again, is 100: the one diamond it cannot find is written off.
-func TestUserRefundNeverCreatesDebt(t *testing.T) {
+// A refund withdrawn while another refund of its order waits passes its
+// held diamonds to that one, up to what it now takes, before anything goes
+// back to available. R2, the rest of an order, holds only what R1 left it
+// (99 of 100); R1 is withdrawn: R2 holds all 100, nothing can be spent, and
+// R2 settles with neither debt nor write-off.
+func TestWithdrawnRefundPassesItsHold(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	order := f.paidOrder(t, 1000) // 100 diamonds
@@ -20,13 +22,50 @@ func TestUserRefundNeverCreatesDebt(t *testing.T) {
 	r2 := f.refund(t, f.user, "r2", map[string]any{"order_id": order, "reason_code": "other"}).RequireStatus(t, 201).JSON()
 	require.EqualValues(t, 99, r2["held"])
 	f.Do("POST", "/v1/refunds/"+r1["id"].(string)+"/cancel", apptest.Req{Token: f.user}).RequireStatus(t, 200)
-	f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "sp", Body: map[string]any{"user_id": "u1", "diamonds": 1, "reference": "g"}}).RequireStatus(t, 201)
-
 	id2 := r2["id"].(string)
+	require.EqualValues(t, 100, f.admin(t, id2)["held"])
+	require.Equal(t, [3]int64{0, 100, 0}, f.wallet(t))
+	f.RequireClean()
+	sp := f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "sp", Body: map[string]any{"user_id": "u1", "diamonds": 1, "reference": "g"}})
+	require.Equal(t, "insufficient_diamonds", sp.RequireStatus(t, 409).Code())
+
 	f.Do("POST", "/v1/admin/refunds/"+id2+"/approve", apptest.Req{Token: f.agent, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
 	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "s2", "type": "refund.succeeded", "refund_id": id2}).Status)
 	require.Equal(t, [3]int64{0, 0, 0}, f.wallet(t))
 	require.EqualValues(t, 100, f.admin(t, id2)["diamonds"])
+	require.Zero(t, f.count(t, `SELECT count(*) FROM postings WHERE account = 'writeoff'`))
+	f.RequireClean()
+}
+
+// The same at scale cannot be farmed: 90 one-fen refunds each hold a
+// diamond, the rest holds 10; all 90 are withdrawn and whatever comes back
+// is spent. The rest still takes its 91 without the platform writing off
+// more than a rounding.
+func TestWithdrawnRefundsCannotBeFarmed(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	order := f.paidOrder(t, 1000) // 100 diamonds
+	var small []string
+	for i := range 90 {
+		r := f.refund(t, f.user, fmt.Sprintf("s%d", i), map[string]any{"order_id": order, "amount_fen": 1, "reason_code": "other"}).RequireStatus(t, 201).JSON()
+		small = append(small, r["id"].(string))
+	}
+	rest := f.refund(t, f.user, "rest", map[string]any{"order_id": order, "reason_code": "other"}).RequireStatus(t, 201).JSON()
+	require.EqualValues(t, 910, rest["amount_fen"])
+	require.EqualValues(t, 10, rest["held"])
+	for _, id := range small {
+		f.Do("POST", "/v1/refunds/"+id+"/cancel", apptest.Req{Token: f.user}).RequireStatus(t, 200)
+	}
+	w := f.wallet(t)
+	if w[0] > 0 {
+		f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "sp", Body: map[string]any{"user_id": "u1", "diamonds": w[0], "reference": "g"}}).RequireStatus(t, 201)
+	}
+	id := rest["id"].(string)
+	f.Do("POST", "/v1/admin/refunds/"+id+"/approve", apptest.Req{Token: f.agent, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "s-rest", "type": "refund.succeeded", "refund_id": id}).Status)
+	require.EqualValues(t, 91, f.admin(t, id)["diamonds"])
+	require.LessOrEqual(t, -f.count(t, `SELECT coalesce(sum(amount), 0)::int FROM postings WHERE account = 'writeoff'`), 1)
+	require.Zero(t, f.wallet(t)[2])
 	f.RequireClean()
 }
 

@@ -364,7 +364,11 @@ func (s *Service) Approve(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.U
 
 // Reject rejects a refund in review and returns its held diamonds.
 func (s *Service) Reject(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.UUID, note, reasonCode string) (Refund, error) {
-	r, err := s.lockForSupport(ctx, tx, id)
+	owner, err := s.owner(ctx, tx, "", id)
+	if err != nil {
+		return Refund{}, err
+	}
+	r, _, err := s.lockForSettlement(ctx, tx, owner, id) // the order first: end may top up its other refunds
 	if err != nil {
 		return Refund{}, err
 	}
@@ -387,7 +391,7 @@ func (s *Service) Cancel(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.UU
 	if err != nil {
 		return Refund{}, err
 	}
-	r, err := get(ctx, tx, owner, id, true)
+	r, _, err := s.lockForSettlement(ctx, tx, owner, id) // the order first: end may top up its other refunds
 	if err != nil {
 		return Refund{}, err
 	}
@@ -397,10 +401,21 @@ func (s *Service) Cancel(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.UU
 	return r, s.end(ctx, tx, &r, StatusCancelled, actor, "withdrawn by the user", nil)
 }
 
-// end moves a refund to a final status that gives its held diamonds back.
+// end moves a refund to a final status that gives its held diamonds back,
+// its order and the refund locked (see lockForSettlement). The order's other
+// live refunds are first held up to what they are now estimated to take
+// without this one; only the rest is released.
 func (s *Service) end(ctx context.Context, tx pgx.Tx, r *Refund, status string, actor Actor, note string, decidedBy *string) error {
-	if r.Held > 0 {
-		if _, err := s.ledger.Release(ctx, tx, r.UserID, r.Held, releaseRef(*r), "refund "+r.ID.String()+" "+status); err != nil {
+	release := r.Held
+	if release > 0 && r.Clawback != ClawbackNone {
+		given, err := s.topUpSiblings(ctx, tx, r)
+		if err != nil {
+			return err
+		}
+		release -= given
+	}
+	if release > 0 {
+		if _, err := s.ledger.Release(ctx, tx, r.UserID, release, releaseRef(*r), "refund "+r.ID.String()+" "+status); err != nil {
 			return fmt.Errorf("release diamonds of refund %s: %w", r.ID, err)
 		}
 	}
@@ -497,6 +512,63 @@ func (s *Service) reopen(ctx context.Context, tx pgx.Tx, r *Refund, now time.Tim
 		return fmt.Errorf("reopen refund %s: %w", r.ID, err)
 	}
 	return s.timeline(ctx, tx, *r, StatusPendingReview, Actor{ID: r.UserID, Role: "user"}, "returned to review with new evidence")
+}
+
+// topUpSiblings passes diamonds held by r, which is ending, to the order's
+// other live refunds, each up to its clawback estimated again without r, and
+// returns how many it passed: they stay held, for the same order. Without
+// it a refund holding "what is left" of an order would, once its siblings
+// end and their diamonds are spent, find its larger share missing at
+// settlement, and the user could make the platform write that off.
+func (s *Service) topUpSiblings(ctx context.Context, tx pgx.Tx, r *Refund) (int64, error) {
+	o, err := recharge.Lock(ctx, tx, r.UserID, r.OrderID) // already locked: a read
+	if err != nil {
+		return 0, err
+	}
+	rows, err := tx.Query(ctx, `SELECT id, amount_fen, held FROM refunds
+		WHERE user_id = $1 AND order_id = $2 AND id <> $3 AND clawback <> 'none'
+		  AND status IN ('pending_review', 'approved', 'processing')
+		ORDER BY id FOR UPDATE`, r.UserID, r.OrderID, r.ID)
+	if err != nil {
+		return 0, fmt.Errorf("live refunds of %s: %w", r.OrderID, err)
+	}
+	type sibling struct {
+		id           uuid.UUID
+		amount, held int64
+	}
+	siblings, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (sibling, error) {
+		var x sibling
+		return x, row.Scan(&x.id, &x.amount, &x.held)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("live refunds of %s: %w", r.OrderID, err)
+	}
+	left := r.Held
+	for _, x := range siblings {
+		if left == 0 {
+			break
+		}
+		var others live
+		err := tx.QueryRow(ctx, `
+			SELECT coalesce(sum(amount_fen), 0), coalesce(sum(diamonds), 0) FROM refunds
+			 WHERE user_id = $1 AND order_id = $2 AND id <> $3 AND id <> $4 AND clawback <> 'none'
+			   AND status NOT IN ('failed', 'rejected', 'cancelled')`, r.UserID, r.OrderID, r.ID, x.id).
+			Scan(&others.amountFen, &others.diamonds)
+		if err != nil {
+			return 0, fmt.Errorf("sum refunds of %s: %w", r.OrderID, err)
+		}
+		estimate := clawback(o, others, x.amount)
+		top := min(max(estimate-x.held, 0), left)
+		if top == 0 {
+			continue
+		}
+		if _, err := tx.Exec(ctx, `UPDATE refunds SET held = held + $3, diamonds = greatest(diamonds, $4), updated_at = $5
+			WHERE user_id = $1 AND id = $2`, r.UserID, x.id, top, estimate, s.now().UTC()); err != nil {
+			return 0, fmt.Errorf("raise the hold of refund %s: %w", x.id, err)
+		}
+		left -= top
+	}
+	return r.Held - left, nil
 }
 
 func (s *Service) lockForSupport(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Refund, error) {
