@@ -198,3 +198,60 @@ func TestAlipayNotificationWithRefundFee(t *testing.T) {
 	require.Len(t, got["payments"], 1)
 	h.RequireClean()
 }
+
+// A refund notification of one channel never flags an order of another: a
+// sandbox refund.succeeded naming an Alipay order is recorded as
+// wrong_channel, and the order's real Alipay payment is credited.
+func TestOutsideRefundOfAnotherChannel(t *testing.T) {
+	t.Parallel()
+	h, fake := onAlipay(t)
+	user := h.Token("u1", auth.RoleUser)
+	o := h.Recharge(user, map[string]any{"channel": "alipay", "package_id": "p300"}, "a1")
+	id := o["id"].(string)
+	r := h.Webhook(map[string]any{"event_id": "x-1", "type": "refund.succeeded", "refund_id": id, "amount_fen": 1})
+	require.Equal(t, 200, r.Status, "body: %s", r.Body)
+	var outcome string
+	require.NoError(t, h.Pool.QueryRow(context.Background(), `SELECT outcome FROM webhook_events WHERE event_key = 'x-1'`).Scan(&outcome))
+	require.Equal(t, "wrong_channel", outcome)
+
+	_, err := fake.PayOrderString(o["pay"].(map[string]any)["order_string"].(string))
+	require.NoError(t, err)
+	waitIdle(t, fake.WaitIdle)
+	require.Empty(t, adminOrder(h, id)["flags"])
+	avail, _, _ := h.Wallet("u1")
+	require.EqualValues(t, 300, avail)
+	h.RequireClean()
+}
+
+// A refund Alipay reports not made (its query answers refund_amount alone,
+// without refund_status or gmt_refund_pay: the newer contract) is submitted
+// again under the same out_request_no, not polled for ever.
+func TestAlipayRefundNotMadeIsSubmittedAgain(t *testing.T) {
+	t.Parallel()
+	h, fake := onAlipay(t)
+	user := h.Token("u1", auth.RoleUser)
+	support := h.Token("agent", auth.RoleSupport)
+	o := h.Recharge(user, map[string]any{"channel": "alipay", "package_id": "p300"}, "a1")
+	_, err := fake.PayOrderString(o["pay"].(map[string]any)["order_string"].(string))
+	require.NoError(t, err)
+	waitIdle(t, fake.WaitIdle)
+
+	// accepted without fund_change (processing), its notification lost, and
+	// the first query answers "not made"
+	fake.InjectFault(alipaytest.Fault{Method: alipaytest.MethodRefund, Omit: []string{"fund_change"}})
+	fake.LoseNextNotifications(1)
+	fake.InjectFault(alipaytest.Fault{Method: alipaytest.MethodRefundQuery, Omit: []string{"refund_status", "gmt_refund_pay"}})
+	r := h.Do("POST", "/v1/refunds", apptest.Req{Token: user, Key: "rf", Body: map[string]any{"order_id": o["id"], "reason_code": "other"}}).RequireStatus(t, 201).JSON()
+	rid := r["id"].(string)
+	h.Do("POST", "/v1/admin/refunds/"+rid+"/approve", apptest.Req{Token: support, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
+	require.Equal(t, 1, fake.Calls(alipaytest.MethodRefund))
+	h.Clock.Advance(10 * time.Minute)
+	h.RunWorkers()
+	require.Equal(t, 2, fake.Calls(alipaytest.MethodRefund), "submitted again under the same number")
+	h.Clock.Advance(10 * time.Minute)
+	h.RunWorkers() // polled: made once
+	require.Equal(t, 2, fake.Calls(alipaytest.MethodRefund))
+	got := h.Do("GET", "/v1/admin/refunds/"+rid, apptest.Req{Token: support}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "succeeded", got["status"])
+	h.RequireClean()
+}

@@ -329,23 +329,27 @@ func paymentOutcome(credit, external, uncredited bool) string {
 	return "duplicate"
 }
 
-// FlagRefundedOutside marks an order whose money the channel reports
+// FlagRefundedOutside marks an order whose money channel chName reports
 // refunded by a refund diamondd did not make (from the merchant console):
 // for support, who alone can tell what the user keeps, and so that a payment
-// of it reported later is never credited.
-func (s *Service) FlagRefundedOutside(ctx context.Context, tx pgx.Tx, userID string, orderID uuid.UUID, actor, note string) error {
+// of it reported later is never credited. It reports false, changing
+// nothing, for an order of another channel, which chName cannot speak for.
+func (s *Service) FlagRefundedOutside(ctx context.Context, tx pgx.Tx, chName, userID string, orderID uuid.UUID, note string) (bool, error) {
 	o, err := Lock(ctx, tx, userID, orderID)
-	if err != nil || slices.Contains(o.Flags, FlagExternalRefund) {
-		return err
+	if err != nil || o.Channel != chName {
+		return false, err
+	}
+	if slices.Contains(o.Flags, FlagExternalRefund) {
+		return true, nil
 	}
 	now := s.now().UTC()
 	b := &pgx.Batch{}
 	s.queueFlag(b, &o, FlagExternalRefund, now)
-	queueTimeline(b, s.newID(), o.UserID, o.ID, o.Status, actor, note, now)
+	queueTimeline(b, s.newID(), o.UserID, o.ID, o.Status, "channel:"+chName, note, now)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("flag order %s refunded outside: %w", orderID, err)
+		return false, fmt.Errorf("flag order %s refunded outside: %w", orderID, err)
 	}
-	return nil
+	return true, nil
 }
 
 func (s *Service) queueFlag(b *pgx.Batch, o *Order, flag string, now time.Time) {

@@ -318,11 +318,14 @@ func (s *Service) unknownRefund(ctx context.Context, tx pgx.Tx, chName string, e
 		return "", "", err
 	}
 	note := fmt.Sprintf("%s reports a refund %s of %d fen that diamondd did not make: left to support", chName, ev.RefundID, ev.AmountFen)
-	if err := s.recharges.FlagRefundedOutside(ctx, tx, owner, oid, "channel:"+chName, note); err != nil {
-		if recharge.IsNotFound(err) {
-			return "unknown_refund", owner, nil // a refund's id, not an order's
-		}
+	ours, err := s.recharges.FlagRefundedOutside(ctx, tx, chName, owner, oid, note)
+	switch {
+	case recharge.IsNotFound(err):
+		return "unknown_refund", owner, nil // a refund's id, not an order's
+	case err != nil:
 		return "", "", err
+	case !ours:
+		return "wrong_channel", owner, nil
 	}
 	return "unknown_refund", owner, nil
 }

@@ -311,11 +311,13 @@ func (c *Channel) QueryRefund(ctx context.Context, orderID, refundID string) (ch
 	case "":
 		// No status (§1.4): under the older contract a refund is only
 		// returned once it succeeded, under the newer one an echoed
-		// refund_amount alone means it was not (yet) made. The time the
-		// money was paid back (gmt_refund_pay, asked for above) is what
-		// only a succeeded refund has; without it, keep polling, and a
-		// resubmission under the same number is safe.
-		st.State = channel.RefundProcessing
+		// refund_amount alone means it was not made. The time the money
+		// was paid back (gmt_refund_pay, asked for above) is what only a
+		// succeeded refund has; without it the refund counts as not found,
+		// so the caller submits it again under the same out_request_no,
+		// which Alipay applies at most once (polling alone would wait for
+		// a refund that will never come).
+		st.State = channel.RefundNotFound
 		if r.GmtRefundPay != "" {
 			st.State = channel.RefundSucceeded
 		}

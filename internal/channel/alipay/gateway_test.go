@@ -254,7 +254,7 @@ func TestRefundQueryWithoutStatus(t *testing.T) {
 	}{
 		{nil, channel.RefundSucceeded},
 		{[]string{"refund_status"}, channel.RefundSucceeded},
-		{[]string{"refund_status", "gmt_refund_pay"}, channel.RefundProcessing},
+		{[]string{"refund_status", "gmt_refund_pay"}, channel.RefundNotFound},
 	} {
 		e.fake.InjectFault(alipaytest.Fault{Method: alipaytest.MethodRefundQuery, Omit: tc.omit})
 		got, err := e.ch.QueryRefund(ctx, "o-rq", "r-1")
