@@ -127,13 +127,7 @@ func (a Assessment) Has(code string) bool {
 // duplicate, burst, unusual amount) so stored assessments compare equal.
 func Assess(in Input, th Thresholds) Assessment {
 	earlier := earlierPaid(in)
-	// Judged at the newest of its own time and those credited before it,
-	// so a recharge stamped later by a clock running ahead is no further
-	// away than zero, never outside a window.
 	order := in.Order
-	if len(earlier) > 0 && earlier[0].PaidAt.After(order.PaidAt) {
-		order.PaidAt = earlier[0].PaidAt
-	}
 	var a Assessment
 	if in.Minor {
 		a.add(Flag{Code: CodeMinor, Score: ScoreMinor})
@@ -171,8 +165,16 @@ func earlierPaid(in Input) []Paid {
 	return out
 }
 
+// within reports p paid within window before order. One stamped after it
+// was credited before it all the same (another replica's clock runs ahead):
+// it is no distance away, and it does not move the window, so one clock far
+// off cannot push the user's other recharges out of every window.
 func within(order, p Paid, window time.Duration) bool {
-	return order.PaidAt.Sub(p.PaidAt) <= window
+	return apart(order, p) <= window
+}
+
+func apart(order, p Paid) time.Duration {
+	return max(order.PaidAt.Sub(p.PaidAt), 0)
 }
 
 func duplicate(order Paid, earlier []Paid, th Thresholds) (Flag, bool) {
@@ -187,7 +189,7 @@ func duplicate(order Paid, earlier []Paid, th Thresholds) (Flag, bool) {
 			return Flag{Code: CodeDuplicate, Score: ScoreDuplicate, Evidence: map[string]any{
 				"order_id":      p.OrderID,
 				"paid_at":       p.PaidAt,
-				"seconds_apart": int64(order.PaidAt.Sub(p.PaidAt) / time.Second),
+				"seconds_apart": int64(apart(order, p) / time.Second),
 			}}, true
 		}
 	}

@@ -79,7 +79,7 @@ func TestDuplicateEvidenceNamesNearestEarlierOrder(t *testing.T) {
 	assert.Equal(t, int64(120), f.Evidence["seconds_apart"])
 
 	// One credited before it but stamped a minute later (another replica's
-	// clock): the order is judged at that time, zero seconds from it.
+	// clock): zero seconds from it.
 	in.Recent = append(in.Recent, paid("ahead", "alipay", 600, -time.Minute))
 	a = risk.Assess(in, risk.DefaultThresholds())
 	require.True(t, a.Has(risk.CodeDuplicate))
@@ -101,10 +101,11 @@ func TestBurst(t *testing.T) {
 		{"three, oldest exactly at window edge", []risk.Paid{p("a", time.Minute), p("bb", 10*time.Minute)}, true},
 		{"three, oldest one second outside", []risk.Paid{p("a", time.Minute), p("bb", 10*time.Minute+time.Second)}, false},
 		{"unsorted input", []risk.Paid{p("bb", 9*time.Minute), p("ccc", time.Hour), p("a", time.Minute)}, true},
-		// Credited before it, stamped later: judged at the newest stamp, so
-		// the oldest (9 min before it) is out of the window.
-		{"stamped later by a clock running ahead", []risk.Paid{p("a", -2*time.Minute), p("bb", 8*time.Minute)}, true},
-		{"stamped later, the window counts from the newest", []risk.Paid{p("a", -2*time.Minute), p("bb", 9*time.Minute)}, false},
+		// Credited before it, stamped later: counted, without moving the
+		// window, so one clock far ahead hides nothing.
+		{"stamped later by a clock running ahead", []risk.Paid{p("a", -2*time.Minute), p("bb", 10*time.Minute)}, true},
+		{"stamped an hour later", []risk.Paid{p("a", -time.Hour), p("bb", 9*time.Minute)}, true},
+		{"stamped later, the window still counts from the order", []risk.Paid{p("a", -2*time.Minute), p("bb", 10*time.Minute+time.Second)}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
