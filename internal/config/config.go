@@ -224,6 +224,9 @@ type Package struct {
 
 // PackageList parses PACKAGES ("id:diamonds:amount_fen[:label],..."); empty
 // means the defaults, returned as nil.
+// maxPackageID is the longest package_id a recharge request may carry.
+const maxPackageID = 40
+
 func (c Config) PackageList() ([]Package, error) {
 	if strings.TrimSpace(c.Packages) == "" {
 		return nil, nil
@@ -234,6 +237,11 @@ func (c Config) PackageList() ([]Package, error) {
 		parts := strings.SplitN(strings.TrimSpace(item), ":", 4)
 		if len(parts) < 3 || parts[0] == "" || ids[parts[0]] {
 			return nil, fmt.Errorf("PACKAGES: %q is not id:diamonds:amount_fen[:label] with a unique id", item)
+		}
+		if len(parts[0]) > maxPackageID {
+			// A longer id would be listed but never bought: the API
+			// refuses a package_id over this length (openapi.yaml).
+			return nil, fmt.Errorf("PACKAGES: id %q is longer than %d characters", parts[0], maxPackageID)
 		}
 		// Each number must be the whole field: a price written in yuan
 		// ("648.00") or with trailing text must stop the start, not be read

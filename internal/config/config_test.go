@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -46,6 +47,9 @@ func TestPackages(t *testing.T) {
 		{"p60:60:99999999999999999999", nil, false},
 		{"p60:60", nil, false},
 		{"p60:60:600,p60:70:700", nil, false},
+		// the API takes a package_id of 40 characters at most
+		{strings.Repeat("p", 40) + ":60:600", []config.Package{{ID: strings.Repeat("p", 40), Diamonds: 60, AmountFen: 600, Label: "60 diamonds"}}, true},
+		{strings.Repeat("p", 41) + ":60:600", nil, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.packages, func(t *testing.T) {
