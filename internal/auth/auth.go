@@ -272,13 +272,3 @@ func pad32(b []byte) []byte {
 	}
 	return append(make([]byte, 32-len(b)), b...)
 }
-
-// IsMinor reports whether someone born on birthdate (YYYY-MM-DD) is under 18
-// at the given time. An empty or unparsable birthdate is not a minor.
-func (p Principal) IsMinor(at time.Time) bool {
-	b, err := time.Parse(time.DateOnly, p.Birthdate)
-	if err != nil {
-		return false
-	}
-	return at.Before(b.AddDate(18, 0, 0))
-}

@@ -162,13 +162,15 @@ type Payer struct {
 // china is the time zone ages are counted in (no daylight saving).
 var china = time.FixedZone("CST", 8*60*60)
 
-// Minor reports whether the payer is under 18 now.
+// Minor reports whether the payer is under 18 now. A birthdate that cannot
+// be judged (auth refuses such tokens) counts as a minor: the protections
+// fail closed.
 func (s *Service) Minor(p Payer) bool {
 	if p.Birthdate == "" {
 		return false
 	}
 	minor, err := risk.IsMinor(p.Birthdate, s.now().In(china))
-	return err == nil && minor
+	return err != nil || minor
 }
 
 // Eligibility is one channel's availability for a payer and amount.
