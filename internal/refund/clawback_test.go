@@ -24,6 +24,8 @@ func TestWithdrawnRefundPassesItsHold(t *testing.T) {
 	f.Do("POST", "/v1/refunds/"+r1["id"].(string)+"/cancel", apptest.Req{Token: f.user}).RequireStatus(t, 200)
 	id2 := r2["id"].(string)
 	require.EqualValues(t, 100, f.admin(t, id2)["held"])
+	tl := f.admin(t, r1["id"].(string))["timeline"].([]any)
+	require.Contains(t, tl[len(tl)-1].(map[string]any)["note"], "1 of its held diamonds now held for the order's other refunds")
 	require.Equal(t, [3]int64{0, 100, 0}, f.wallet(t))
 	f.RequireClean()
 	sp := f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "sp", Body: map[string]any{"user_id": "u1", "diamonds": 1, "reference": "g"}})
@@ -67,6 +69,42 @@ func TestWithdrawnRefundsCannotBeFarmed(t *testing.T) {
 	require.LessOrEqual(t, -f.count(t, `SELECT coalesce(sum(amount), 0)::int FROM postings WHERE account = 'writeoff'`), 1)
 	require.Zero(t, f.wallet(t)[2])
 	f.RequireClean()
+}
+
+// What support planned to write off stays written off: a user's refund of
+// the unspent half withdrawn, or rejected, gives its diamonds back to
+// available, not to support's write_off refund of the spent half, and can
+// be asked for again, or reopened with evidence.
+func TestEndedRefundLeavesAnAgentsShortfallAlone(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"cancel", "reject"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			f := setup(t)
+			order := f.paidOrder(t, 1000) // 100 diamonds
+			f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "sp", Body: map[string]any{"user_id": "u1", "diamonds": 50, "reference": "g"}}).RequireStatus(t, 201)
+			u := f.refund(t, f.user, "u", map[string]any{"order_id": order, "amount_fen": 500, "reason_code": "other"}).RequireStatus(t, 201).JSON()
+			w := f.Do("POST", "/v1/admin/refunds", apptest.Req{Token: f.agent, Key: "w",
+				Body: map[string]any{"order_id": order, "user_id": "u1", "reason_code": "other", "clawback": "write_off"}}).RequireStatus(t, 201).JSON()
+			require.EqualValues(t, 0, w["held"])
+			id := u["id"].(string)
+			if how == "cancel" {
+				f.Do("POST", "/v1/refunds/"+id+"/cancel", apptest.Req{Token: f.user}).RequireStatus(t, 200)
+			} else {
+				f.Do("POST", "/v1/admin/refunds/"+id+"/reject", apptest.Req{Token: f.agent2, Body: map[string]any{"note": "send a screenshot", "reason_code": "insufficient_evidence"}}).RequireStatus(t, 200)
+			}
+			require.Equal(t, [3]int64{50, 0, 0}, f.wallet(t))
+			require.EqualValues(t, 0, f.admin(t, w["id"].(string))["held"])
+			if how == "cancel" {
+				f.refund(t, f.user, "u2", map[string]any{"order_id": order, "amount_fen": 500, "reason_code": "other"}).RequireStatus(t, 201)
+			} else {
+				f.Do("POST", "/v1/refunds/"+id+"/evidence", apptest.Req{Token: f.user,
+					Body: map[string]any{"evidence": []map[string]any{{"kind": "text", "value": "screenshot"}}}}).RequireStatus(t, 200)
+			}
+			require.Equal(t, [3]int64{0, 50, 0}, f.wallet(t))
+			f.RequireClean()
+		})
+	}
 }
 
 // Support's write_off stays the platform's loss whichever refund of the

@@ -413,6 +413,9 @@ func (s *Service) end(ctx context.Context, tx pgx.Tx, r *Refund, status string, 
 			return err
 		}
 		release -= given
+		if given > 0 {
+			note += fmt.Sprintf("; %d of its held diamonds now held for the order's other refunds", given)
+		}
 	}
 	if release > 0 {
 		if _, err := s.ledger.Release(ctx, tx, r.UserID, release, releaseRef(*r), "refund "+r.ID.String()+" "+status); err != nil {
@@ -525,7 +528,7 @@ func (s *Service) topUpSiblings(ctx context.Context, tx pgx.Tx, r *Refund) (int6
 	if err != nil {
 		return 0, err
 	}
-	rows, err := tx.Query(ctx, `SELECT id, amount_fen, held FROM refunds
+	rows, err := tx.Query(ctx, `SELECT id, amount_fen, held, diamonds, clawback FROM refunds
 		WHERE user_id = $1 AND order_id = $2 AND id <> $3 AND clawback <> 'none'
 		  AND status IN ('pending_review', 'approved', 'processing')
 		ORDER BY id FOR UPDATE`, r.UserID, r.OrderID, r.ID)
@@ -533,12 +536,13 @@ func (s *Service) topUpSiblings(ctx context.Context, tx pgx.Tx, r *Refund) (int6
 		return 0, fmt.Errorf("live refunds of %s: %w", r.OrderID, err)
 	}
 	type sibling struct {
-		id           uuid.UUID
-		amount, held int64
+		id                     uuid.UUID
+		amount, held, diamonds int64
+		clawback               string
 	}
 	siblings, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (sibling, error) {
 		var x sibling
-		return x, row.Scan(&x.id, &x.amount, &x.held)
+		return x, row.Scan(&x.id, &x.amount, &x.held, &x.diamonds, &x.clawback)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("live refunds of %s: %w", r.OrderID, err)
@@ -558,7 +562,14 @@ func (s *Service) topUpSiblings(ctx context.Context, tx pgx.Tx, r *Refund) (int6
 			return 0, fmt.Errorf("sum refunds of %s: %w", r.OrderID, err)
 		}
 		estimate := clawback(o, others, x.amount)
-		top := min(max(estimate-x.held, 0), left)
+		need := estimate - x.held
+		if x.clawback != ClawbackUnspentOnly {
+			// An agent's refund planned its shortfall at acceptance
+			// (held < diamonds): that follows its own policy, as at
+			// settlement, so only the growth of its estimate is passed.
+			need = estimate - x.diamonds
+		}
+		top := min(max(need, 0), left)
 		if top == 0 {
 			continue
 		}
