@@ -444,7 +444,7 @@ func (s *Service) AddEvidence(ctx context.Context, tx pgx.Tx, actor Actor, id uu
 	if err != nil {
 		return Refund{}, err
 	}
-	r, err := get(ctx, tx, owner, id, true)
+	r, _, err := s.lockForSettlement(ctx, tx, owner, id) // the order first, as every path that may reopen or end it
 	if err != nil {
 		return Refund{}, err
 	}
