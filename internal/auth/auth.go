@@ -16,7 +16,10 @@ import (
 	"math/big"
 	"os"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -123,12 +126,17 @@ func (v *Verifier) Verify(token string) (Principal, error) {
 	}
 	opts = append(opts, jwt.WithTimeFunc(v.cfg.Now))
 	var c claims
-	_, err := jwt.ParseWithClaims(token, &c, v.key, opts...)
+	t, err := jwt.ParseWithClaims(token, &c, v.key, opts...)
 	if err != nil {
 		return Principal{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
-	if c.Subject == "" || !c.Role.valid() {
-		return Principal{}, fmt.Errorf("%w: token needs sub and a known role", ErrUnauthenticated)
+	if _, ok := t.Header["crit"]; ok {
+		// RFC 7515 §4.1.11: extensions a recipient does not understand
+		// must make it refuse the token, and this one understands none.
+		return Principal{}, fmt.Errorf("%w: crit header extensions are not supported", ErrUnauthenticated)
+	}
+	if !validSubject(c.Subject) || !c.Role.valid() {
+		return Principal{}, fmt.Errorf("%w: token needs a sub of 1 to %d printable characters and a known role", ErrUnauthenticated, MaxSubject)
 	}
 	if c.Birthdate != "" {
 		b, err := time.Parse(time.DateOnly, c.Birthdate)
@@ -145,6 +153,20 @@ func (v *Verifier) Verify(token string) (Principal, error) {
 		}
 	}
 	return Principal{Subject: c.Subject, Role: c.Role, Birthdate: c.Birthdate}, nil
+}
+
+// MaxSubject is the longest sub accepted: a user id, which the API takes
+// in paths and bodies up to this length (openapi.yaml).
+const MaxSubject = 128
+
+// validSubject keeps ids every part of the service can store and name: UTF-8
+// text without control characters (PostgreSQL refuses NUL), not blank, and
+// no longer than a user_id may be anywhere else in the API.
+func validSubject(sub string) bool {
+	if !utf8.ValidString(sub) || strings.TrimSpace(sub) == "" || utf8.RuneCountInString(sub) > MaxSubject {
+		return false
+	}
+	return !strings.ContainsFunc(sub, unicode.IsControl)
 }
 
 func (v *Verifier) key(t *jwt.Token) (any, error) {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/labstack/echo/v4"
 
 	"github.com/diamondd/diamondd/internal/fault"
 	"github.com/diamondd/diamondd/internal/idempotency"
@@ -22,16 +23,37 @@ type stored struct {
 
 func (r stored) write(w http.ResponseWriter) error {
 	ct := "application/json"
+	body := r.out.Body
 	if r.out.Status >= 400 {
 		ct = "application/problem+json"
+		if r.replayed {
+			// the request ID middleware has set the header already
+			body = withRequestID(body, w.Header().Get(echo.HeaderXRequestID))
+		}
 	}
 	w.Header().Set("Content-Type", ct)
 	if r.replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	w.WriteHeader(r.out.Status)
-	_, err := w.Write(r.out.Body)
+	_, err := w.Write(body)
 	return err
+}
+
+// withRequestID gives a replayed problem the request_id of the request it
+// answers, the one its X-Request-ID header carries: the stored one names the
+// first request, which this one is not.
+func withRequestID(problem []byte, id string) []byte {
+	var m map[string]any
+	if id == "" || json.Unmarshal(problem, &m) != nil {
+		return problem
+	}
+	m["request_id"] = id
+	b, err := json.Marshal(m)
+	if err != nil {
+		return problem
+	}
+	return b
 }
 
 // idempotent runs an effect at most once per Idempotency-Key: the effect,

@@ -11,6 +11,7 @@ import (
 	"github.com/diamondd/diamondd/internal/auth"
 	"github.com/diamondd/diamondd/internal/fault"
 	"github.com/diamondd/diamondd/internal/idempotency"
+	"github.com/diamondd/diamondd/internal/platform/postgres"
 )
 
 // problem is an RFC 9457 body. Extra members come from the domain error.
@@ -54,6 +55,10 @@ func problemFor(err error) problem {
 		return newProblem(http.StatusBadRequest, "idempotency_key_invalid", "Idempotency-Key must be 1 to 255 printable ASCII characters")
 	case errors.Is(err, idempotency.ErrKeyReused):
 		return newProblem(http.StatusUnprocessableEntity, "idempotency_key_reused", "this Idempotency-Key was used for a different request")
+	case postgres.IsBadText(err):
+		// checkInput refuses such text at the door; anything that still
+		// reaches the database this way is the client's text too.
+		return newProblem(http.StatusBadRequest, "validation_failed", "text must be valid UTF-8 without NUL characters")
 	case errors.Is(err, idempotency.ErrInProgress):
 		return newProblem(http.StatusConflict, "idempotency_key_in_progress", "a request with this Idempotency-Key is still running; retry later")
 	case errors.As(err, &he):

@@ -118,6 +118,7 @@ func New(d Deps) (*echo.Echo, error) {
 	}))
 	e.Use(middleware.BodyLimit("64KiB")) // API.md: over 64 KiB is 413 ("64K" would be 64 000 bytes)
 	e.Use(s.authenticate(roles))
+	e.Use(checkInput)
 	if d.ValidateResponses {
 		router, err := gorillamux.NewRouter(spec)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/google/uuid"
@@ -65,11 +66,30 @@ func maxRefundable(o recharge.Order, l live, available int64) int64 {
 	return min(available*o.AmountFen/o.Diamonds, remaining)
 }
 
+// checkEvidence refuses a link support's tools could not safely open: evidence
+// of kind url must be an absolute http or https URL (not javascript: or
+// data:, which a support page might otherwise render as a live link).
+func checkEvidence(ev []Evidence) error {
+	for i, e := range ev {
+		if e.Kind != "url" {
+			continue
+		}
+		u, err := url.Parse(e.Value)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fault.New(fault.Invalid, "validation_failed", "evidence %d: a url must be an absolute http or https URL", i)
+		}
+	}
+	return nil
+}
+
 // Create records a refund request in the caller's transaction: a user's own
 // (unspent diamonds only, maybe auto-approved) or an agent's (any clawback
 // policy, always reviewed by a second agent). The order is locked, so
 // concurrent requests on one order are decided one at a time.
 func (s *Service) Create(ctx context.Context, tx pgx.Tx, actor Actor, req Request) (Refund, error) {
+	if err := checkEvidence(req.Evidence); err != nil {
+		return Refund{}, err
+	}
 	agent := actor.Role == "support" || actor.Role == "support_lead"
 	owner, err := recharge.Owner(ctx, tx, req.OrderID)
 	if recharge.IsNotFound(err) {
@@ -440,6 +460,9 @@ func (s *Service) end(ctx context.Context, tx pgx.Tx, r *Refund, status string, 
 // rejected one to review (at most MaxResubmissions times), holding its
 // diamonds again.
 func (s *Service) AddEvidence(ctx context.Context, tx pgx.Tx, actor Actor, id uuid.UUID, ev []Evidence) (Refund, error) {
+	if err := checkEvidence(ev); err != nil {
+		return Refund{}, err
+	}
 	owner, err := s.owner(ctx, tx, actor.ID, id)
 	if err != nil {
 		return Refund{}, err

@@ -113,6 +113,15 @@ func IsRetryable(err error) bool {
 		(pgErr.Code == pgerrcode.SerializationFailure || pgErr.Code == pgerrcode.DeadlockDetected)
 }
 
+// IsBadText reports text PostgreSQL cannot store: a NUL character, or bytes
+// that are not valid in the database's encoding. It comes from what a client
+// sent, so it is the client's mistake.
+func IsBadText(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) &&
+		(pgErr.Code == pgerrcode.CharacterNotInRepertoire || pgErr.Code == pgerrcode.UntranslatableCharacter)
+}
+
 // IsUniqueViolation reports a unique violation of the named constraint (any
 // unique constraint when constraint is empty).
 func IsUniqueViolation(err error, constraint string) bool {
