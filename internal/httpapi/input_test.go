@@ -3,9 +3,11 @@ package httpapi_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -117,4 +119,29 @@ func TestReplayedProblemNamesTheRetry(t *testing.T) {
 	require.Equal(t, "true", retry.RequireStatus(t, 409).Header.Get("Idempotent-Replayed"))
 	require.Equal(t, "retry", retry.Header.Get("X-Request-ID"))
 	require.Equal(t, "retry", retry.JSON()["request_id"])
+}
+
+// Of concurrent first openings of a user's credit line, exactly one is
+// audited as opening it; the others change the line it opened.
+func TestCreditLineFirstOpeningsAudited(t *testing.T) {
+	t.Parallel()
+	h := apptest.New(t)
+	lead := h.Token("lead", auth.RoleSupportLead)
+	for round := range 5 {
+		user := fmt.Sprintf("cl%d", round)
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				h.Do("PUT", "/v1/admin/users/"+user+"/credit-line", apptest.Req{Token: lead,
+					Body: map[string]any{"limit_fen": 1000 * (i + 1), "status": "active"}}).RequireStatus(t, 200)
+			}()
+		}
+		wg.Wait()
+	}
+	var opened, changed int
+	require.NoError(t, h.Pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE before IS NULL), count(*) FILTER (WHERE before IS NOT NULL)
+		FROM audit_log WHERE action = 'credit_line.set'`).Scan(&opened, &changed))
+	require.Equal(t, []int{5, 15}, []int{opened, changed})
 }

@@ -4,6 +4,7 @@
 package monthlypay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,21 +58,41 @@ func Get(ctx context.Context, db postgres.DBTX, userID string) (Line, bool, erro
 }
 
 // Set opens or changes a line and returns it before (ok false: none) and after.
+// Of two first openings at once, exactly one finds no line: the other waits
+// for it and changes the line it opened, so the audit's "before" is true.
 func Set(ctx context.Context, tx pgx.Tx, userID string, limitFen int64, status string, now time.Time) (before Line, existed bool, after Line, err error) {
-	err = tx.QueryRow(ctx, `SELECT limit_fen, used_fen, status, updated_at FROM credit_lines WHERE user_id = $1 FOR UPDATE`, userID).
-		Scan(&before.LimitFen, &before.UsedFen, &before.Status, &before.UpdatedAt)
-	switch {
-	case err == nil:
-		existed = true
-	case !errors.Is(err, pgx.ErrNoRows):
-		return before, false, after, fmt.Errorf("lock credit line of %s: %w", userID, err)
-	}
 	before.UserID = userID
 	after = Line{UserID: userID, LimitFen: limitFen, Status: status, UpdatedAt: now}
-	err = tx.QueryRow(ctx, `
-		INSERT INTO credit_lines (user_id, limit_fen, used_fen, status, updated_at) VALUES ($1, $2, 0, $3, $4)
-		ON CONFLICT (user_id) DO UPDATE SET limit_fen = EXCLUDED.limit_fen, status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
-		RETURNING used_fen`, userID, limitFen, status, now).Scan(&after.UsedFen)
+	lock := func() error {
+		err := tx.QueryRow(ctx, `SELECT limit_fen, used_fen, status, updated_at FROM credit_lines WHERE user_id = $1 FOR UPDATE`, userID).
+			Scan(&before.LimitFen, &before.UsedFen, &before.Status, &before.UpdatedAt)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("lock credit line of %s: %w", userID, err)
+		}
+		existed = err == nil
+		return nil
+	}
+	if err := lock(); err != nil {
+		return before, false, after, err
+	}
+	if !existed {
+		// DO NOTHING waits for a concurrent opening to end; then that line
+		// is the one before this change.
+		err := tx.QueryRow(ctx, `
+			INSERT INTO credit_lines (user_id, limit_fen, used_fen, status, updated_at) VALUES ($1, $2, 0, $3, $4)
+			ON CONFLICT (user_id) DO NOTHING RETURNING used_fen`, userID, limitFen, status, now).Scan(&after.UsedFen)
+		if err == nil {
+			return before, false, after, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return before, false, after, fmt.Errorf("open credit line of %s: %w", userID, err)
+		}
+		if err := lock(); err != nil || !existed {
+			return before, false, after, cmp.Or(err, fmt.Errorf("credit line of %s vanished while opening it", userID))
+		}
+	}
+	err = tx.QueryRow(ctx, `UPDATE credit_lines SET limit_fen = $2, status = $3, updated_at = $4 WHERE user_id = $1 RETURNING used_fen`,
+		userID, limitFen, status, now).Scan(&after.UsedFen)
 	if err != nil {
 		return before, existed, after, fmt.Errorf("set credit line of %s: %w", userID, err)
 	}
