@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -242,7 +243,7 @@ func (s *Server) CancelRecharge(ctx context.Context, r oapi.CancelRechargeReques
 }
 
 func (s *Server) ListRiskFlags(ctx context.Context, r oapi.ListRiskFlagsRequestObject) (oapi.ListRiskFlagsResponseObject, error) {
-	offset, err := decodeOffset(r.Params.Cursor)
+	after, err := flaggedCursor(r.Params.Cursor)
 	if err != nil {
 		return nil, err
 	}
@@ -251,14 +252,14 @@ func (s *Server) ListRiskFlags(ctx context.Context, r oapi.ListRiskFlagsRequestO
 	if r.Params.Reason != nil {
 		code = string(*r.Params.Reason)
 	}
-	orders, err := s.Recharges.Flagged(ctx, code, offset, n+1)
+	orders, err := s.Recharges.Flagged(ctx, code, after, n+1)
 	if err != nil {
 		return nil, err
 	}
 	out := oapi.RechargeList{Items: []oapi.Recharge{}}
 	for i, o := range orders {
 		if i == n {
-			out.NextCursor = encodeOffset(offset + n)
+			out.NextCursor = encodeTimeKey("f", deref(orders[n-1].PaidAt), orders[n-1].ID)
 			break
 		}
 		out.Items = append(out.Items, toRecharge(o, nil, true))
@@ -402,20 +403,68 @@ func decodeIDCursor(c *string) (*uuid.UUID, error) {
 	return &id, nil
 }
 
-func encodeOffset(n int) *string {
-	s := base64.RawURLEncoding.EncodeToString([]byte("o:" + strconv.Itoa(n)))
+// The support lists page by the sort key of a page's last row, written as
+// "tag:field:..." in base64; the tag tells one list's cursors from
+// another's. Keys rather than offsets: a row that leaves a list between two
+// reads (a refund decided from the review queue) or joins it (a new audit
+// entry) must make the next page neither skip nor repeat one.
+func encodeKey(tag string, fields ...string) *string {
+	s := base64.RawURLEncoding.EncodeToString([]byte(strings.Join(append([]string{tag}, fields...), ":")))
 	return &s
 }
 
-func decodeOffset(c *string) (int, error) {
+// decodeKey reads the n fields of a cursor encodeKey wrote under tag; nil
+// when there is no cursor.
+func decodeKey(c *string, tag string, n int) ([]string, error) {
 	if c == nil || *c == "" {
-		return 0, nil
+		return nil, nil
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(*c)
-	rest, ok := strings.CutPrefix(string(raw), "o:")
-	n, err2 := strconv.Atoi(rest)
-	if err != nil || !ok || err2 != nil || n < 0 {
-		return 0, fault.New(fault.Invalid, "invalid_cursor", "the cursor is not one this API returned")
+	fields := strings.Split(string(raw), ":")
+	if err != nil || len(fields) != n+1 || fields[0] != tag {
+		return nil, errInvalidCursor()
 	}
-	return n, nil
+	return fields[1:], nil
+}
+
+func errInvalidCursor() error {
+	return fault.New(fault.Invalid, "invalid_cursor", "the cursor is not one this API returned")
+}
+
+// keyTime writes a time of a sort key to the microsecond, PostgreSQL's
+// precision, so that the row it came from compares equal to it.
+func keyTime(t time.Time) string { return strconv.FormatInt(t.UnixMicro(), 10) }
+
+// parseKeyTime reads a keyTime, refusing one PostgreSQL could not compare.
+func parseKeyTime(s string) (time.Time, bool) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	t := time.UnixMicro(n).UTC()
+	return t, err == nil && t.Year() >= 1 && t.Year() <= 9999
+}
+
+// encodeTimeKey and decodeTimeKey write and read the cursor of a list
+// newest first by (time, id).
+func encodeTimeKey(tag string, at time.Time, id uuid.UUID) *string {
+	return encodeKey(tag, keyTime(at), id.String())
+}
+
+func decodeTimeKey(c *string, tag string) (at time.Time, id uuid.UUID, ok bool, err error) {
+	f, err := decodeKey(c, tag, 2)
+	if f == nil || err != nil {
+		return at, id, false, err
+	}
+	at, ok = parseKeyTime(f[0])
+	id, err = uuid.Parse(f[1])
+	if !ok || err != nil {
+		return at, id, false, errInvalidCursor()
+	}
+	return at, id, true, nil
+}
+
+func flaggedCursor(c *string) (*recharge.FlaggedCursor, error) {
+	at, id, ok, err := decodeTimeKey(c, "f")
+	if !ok {
+		return nil, err
+	}
+	return &recharge.FlaggedCursor{PaidAt: at, ID: id}, nil
 }

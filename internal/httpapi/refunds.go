@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -225,23 +226,23 @@ func (s *Server) toRefund(r refund.Refund, tl []recharge.TimelineEntry, order *r
 }
 
 func (s *Server) ListAdminRefunds(ctx context.Context, r oapi.ListAdminRefundsRequestObject) (oapi.ListAdminRefundsResponseObject, error) {
-	offset, err := decodeOffset(r.Params.Cursor)
-	if err != nil {
-		return nil, err
-	}
-	n := pageSize(r.Params.Limit)
 	status := ""
 	if r.Params.Status != nil {
 		status = string(*r.Params.Status)
 	}
-	list, err := s.Refunds.Queue(ctx, status, offset, n+1)
+	after, err := queueCursor(r.Params.Cursor, status)
+	if err != nil {
+		return nil, err
+	}
+	n := pageSize(r.Params.Limit)
+	list, err := s.Refunds.Queue(ctx, status, after, n+1)
 	if err != nil {
 		return nil, err
 	}
 	out := oapi.RefundList{Items: []oapi.Refund{}}
 	for i, rf := range list {
 		if i == n {
-			out.NextCursor = encodeOffset(offset + n)
+			out.NextCursor = encodeQueueCursor(list[n-1], status)
 			break
 		}
 		o, err := s.Recharges.Get(ctx, "", rf.OrderID)
@@ -251,6 +252,47 @@ func (s *Server) ListAdminRefunds(ctx context.Context, r oapi.ListAdminRefundsRe
 		out.Items = append(out.Items, s.toRefund(rf, nil, &o, true))
 	}
 	return oapi.ListAdminRefunds200JSONResponse(out), nil
+}
+
+// The review queue is keyed by (priority, sla_deadline, id), the other
+// refund listings by (created_at, id): each has its own cursor tag.
+func encodeQueueCursor(r refund.Refund, status string) *string {
+	if status == refund.StatusPendingReview {
+		deadline := ""
+		if r.SLADeadline != nil {
+			deadline = keyTime(*r.SLADeadline)
+		}
+		return encodeKey("q", strconv.Itoa(r.Priority), deadline, r.ID.String())
+	}
+	return encodeTimeKey("r", r.CreatedAt, r.ID)
+}
+
+func queueCursor(c *string, status string) (*refund.QueueCursor, error) {
+	if status == refund.StatusPendingReview {
+		f, err := decodeKey(c, "q", 3)
+		if f == nil || err != nil {
+			return nil, err
+		}
+		priority, err1 := strconv.ParseInt(f[0], 10, 32)
+		id, err2 := uuid.Parse(f[2])
+		if err1 != nil || err2 != nil {
+			return nil, errInvalidCursor()
+		}
+		out := &refund.QueueCursor{Priority: int(priority), ID: id}
+		if f[1] != "" {
+			deadline, ok := parseKeyTime(f[1])
+			if !ok {
+				return nil, errInvalidCursor()
+			}
+			out.SLADeadline = &deadline
+		}
+		return out, nil
+	}
+	at, id, ok, err := decodeTimeKey(c, "r")
+	if !ok {
+		return nil, err
+	}
+	return &refund.QueueCursor{CreatedAt: at, ID: id}, nil
 }
 
 // refundAction runs a support or user action on a refund in a transaction
@@ -329,19 +371,19 @@ func (s *Server) SetCreditLine(ctx context.Context, r oapi.SetCreditLineRequestO
 }
 
 func (s *Server) ListAudit(ctx context.Context, r oapi.ListAuditRequestObject) (oapi.ListAuditResponseObject, error) {
-	offset, err := decodeOffset(r.Params.Cursor)
+	after, err := auditCursor(r.Params.Cursor)
 	if err != nil {
 		return nil, err
 	}
 	n := pageSize(r.Params.Limit)
-	list, err := s.Refunds.AuditLog(ctx, offset, n+1)
+	list, err := s.Refunds.AuditLog(ctx, after, n+1)
 	if err != nil {
 		return nil, err
 	}
 	out := oapi.AuditList{Items: []oapi.AuditEntry{}}
 	for i, e := range list {
 		if i == n {
-			out.NextCursor = encodeOffset(offset + n)
+			out.NextCursor = encodeTimeKey("a", list[n-1].At, list[n-1].ID)
 			break
 		}
 		out.Items = append(out.Items, oapi.AuditEntry{Id: e.ID, Actor: e.Actor, ActorRole: e.ActorRole, Action: e.Action,
@@ -349,4 +391,12 @@ func (s *Server) ListAudit(ctx context.Context, r oapi.ListAuditRequestObject) (
 			Note: e.Note, At: e.At.UTC()})
 	}
 	return oapi.ListAudit200JSONResponse(out), nil
+}
+
+func auditCursor(c *string) (*refund.AuditCursor, error) {
+	at, id, ok, err := decodeTimeKey(c, "a")
+	if !ok {
+		return nil, err
+	}
+	return &refund.AuditCursor{At: at, ID: id}, nil
 }

@@ -172,16 +172,29 @@ func Payments(ctx context.Context, db postgres.DBTX, userID string, orderID uuid
 	return out, nil
 }
 
+// FlaggedCursor is where a page of Flagged ends (exclusive): the sort key of
+// its last order, so that orders flagged while support pages through the
+// list never push one onto the next page again.
+type FlaggedCursor struct {
+	PaidAt time.Time
+	ID     uuid.UUID
+}
+
 // Flagged lists paid orders the risk rules flagged, newest first; code
-// filters by one flag code when set, offset pages through them.
-func (s *Service) Flagged(ctx context.Context, code string, offset, limit int) ([]Order, error) {
-	args := []any{limit, offset}
+// filters by one flag code when set, after is the previous page's cursor.
+// A flagged order always has paid_at: the payment sets it with the score.
+func (s *Service) Flagged(ctx context.Context, code string, after *FlaggedCursor, limit int) ([]Order, error) {
+	args := []any{limit}
 	q := `SELECT ` + orderColumns + ` FROM orders WHERE risk_score > 0`
 	if code != "" {
 		args = append(args, code)
 		q += fmt.Sprintf(` AND risk->'flags' @> jsonb_build_array(jsonb_build_object('code', $%d::text))`, len(args))
 	}
-	rows, err := s.pool.Query(ctx, q+` ORDER BY paid_at DESC, id DESC LIMIT $1 OFFSET $2`, args...)
+	if after != nil {
+		args = append(args, after.PaidAt, after.ID)
+		q += fmt.Sprintf(` AND (paid_at, id) < ($%d, $%d)`, len(args)-1, len(args))
+	}
+	rows, err := s.pool.Query(ctx, q+` ORDER BY paid_at DESC, id DESC LIMIT $1`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list flagged orders: %w", err)
 	}

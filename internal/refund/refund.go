@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -203,19 +204,51 @@ func (s *Service) List(ctx context.Context, userID string, after *uuid.UUID, lim
 	return s.query(ctx, `SELECT `+refundColumns+` FROM refunds WHERE user_id = $1`+cond+` ORDER BY id DESC LIMIT $2`, args...)
 }
 
+// QueueCursor is where a page of Queue ends (exclusive): the sort key of
+// its last refund. Keys, not offsets: agents take refunds out of the review
+// queue as they page through it, and new refunds arrive at the head of the
+// other listings; neither may make a page skip or repeat a refund.
+type QueueCursor struct {
+	Priority    int        // review queue
+	SLADeadline *time.Time // review queue
+	CreatedAt   time.Time  // other listings
+	ID          uuid.UUID
+}
+
 // Queue lists refunds for support: with status pending_review, the review
 // queue (minors' refunds first, then the oldest deadline); otherwise newest
-// first. offset pages through it.
-func (s *Service) Queue(ctx context.Context, status string, offset, limit int) ([]Refund, error) {
+// first. after, when set, is the cursor of the previous page.
+func (s *Service) Queue(ctx context.Context, status string, after *QueueCursor, limit int) ([]Refund, error) {
+	args := []any{limit}
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
 	if status == StatusPendingReview {
-		return s.query(ctx, `SELECT `+refundColumns+` FROM refunds WHERE status = 'pending_review'
-			ORDER BY priority DESC, sla_deadline, id OFFSET $1 LIMIT $2`, offset, limit)
+		cond := ""
+		if after != nil {
+			// Every refund in review has a deadline; were one missing, the
+			// row comparison would drop it for good, so it counts as the
+			// latest, which is where ORDER BY puts a NULL.
+			p, d, id := arg(after.Priority), arg(after.SLADeadline), arg(after.ID)
+			cond = ` AND (priority < ` + p + ` OR (priority = ` + p + ` AND
+				(coalesce(sla_deadline, 'infinity'), id) > (coalesce(` + d + `::timestamptz, 'infinity'), ` + id + `)))`
+		}
+		return s.query(ctx, `SELECT `+refundColumns+` FROM refunds WHERE status = 'pending_review'`+cond+`
+			ORDER BY priority DESC, sla_deadline, id LIMIT $1`, args...)
 	}
+	var conds []string
 	if status != "" {
-		return s.query(ctx, `SELECT `+refundColumns+` FROM refunds WHERE status = $3
-			ORDER BY created_at DESC, id DESC OFFSET $1 LIMIT $2`, offset, limit, status)
+		conds = append(conds, `status = `+arg(status))
 	}
-	return s.query(ctx, `SELECT `+refundColumns+` FROM refunds ORDER BY created_at DESC, id DESC OFFSET $1 LIMIT $2`, offset, limit)
+	if after != nil {
+		conds = append(conds, `(created_at, id) < (`+arg(after.CreatedAt)+`, `+arg(after.ID)+`)`)
+	}
+	where := ""
+	if len(conds) > 0 {
+		where = ` WHERE ` + strings.Join(conds, ` AND `)
+	}
+	return s.query(ctx, `SELECT `+refundColumns+` FROM refunds`+where+` ORDER BY created_at DESC, id DESC LIMIT $1`, args...)
 }
 
 func (s *Service) query(ctx context.Context, q string, args ...any) ([]Refund, error) {
@@ -269,10 +302,24 @@ type AuditEntry struct {
 	At         time.Time
 }
 
-// AuditLog lists support actions newest first.
-func (s *Service) AuditLog(ctx context.Context, offset, limit int) ([]AuditEntry, error) {
+// AuditCursor is where a page of AuditLog ends (exclusive): the sort key of
+// its last entry, so that actions recorded while support pages through the
+// log never push an entry onto the next page again.
+type AuditCursor struct {
+	At time.Time
+	ID uuid.UUID
+}
+
+// AuditLog lists support actions newest first, after the cursor when set.
+func (s *Service) AuditLog(ctx context.Context, after *AuditCursor, limit int) ([]AuditEntry, error) {
+	args := []any{limit}
+	cond := ""
+	if after != nil {
+		cond = ` WHERE (at, id) < ($2, $3)`
+		args = append(args, after.At, after.ID)
+	}
 	rows, err := s.pool.Query(ctx, `SELECT id, actor, actor_role, action, object_type, object_id, user_id, before, after, note, at
-		FROM audit_log ORDER BY at DESC, id DESC OFFSET $1 LIMIT $2`, offset, limit)
+		FROM audit_log`+cond+` ORDER BY at DESC, id DESC LIMIT $1`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read audit log: %w", err)
 	}
