@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -191,14 +192,40 @@ func MigrationStatus(ctx context.Context, pool *pgxpool.Pool) ([]string, error) 
 }
 
 // Pending reports whether any migration is not applied yet (for /readyz).
+// It only reads goose's table, never creates it: a probe must not write,
+// and a database no one has migrated has everything pending.
 func Pending(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	p, err := provider(db)
+	want, err := latestMigration()
 	if err != nil {
 		return false, err
 	}
-	return p.HasPending(ctx)
+	var have int64
+	err = pool.QueryRow(ctx, `SELECT coalesce(max(version_id), 0) FROM goose_db_version WHERE is_applied`).Scan(&have)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedTable {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read the applied migrations: %w", err)
+	}
+	return have < want, nil
+}
+
+// latestMigration is the version of the newest embedded migration.
+func latestMigration() (int64, error) {
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil {
+		return 0, fmt.Errorf("list migrations: %w", err)
+	}
+	var latest int64
+	for _, f := range files {
+		n, err := goose.NumericComponent(f)
+		if err != nil {
+			return 0, fmt.Errorf("migration %s: %w", f, err)
+		}
+		latest = max(latest, n)
+	}
+	return latest, nil
 }
 
 func provider(db *sql.DB) (*goose.Provider, error) {

@@ -30,6 +30,18 @@ func TestMigrateConcurrently(t *testing.T) {
 	require.NoError(t, err)
 	u.Path = "/" + name
 
+	// Before anyone migrates: everything is pending, and asking writes
+	// nothing (a readiness probe must not create goose's table).
+	fresh, err := postgres.Open(ctx, u.String(), 2)
+	require.NoError(t, err)
+	pending, err := postgres.Pending(ctx, fresh)
+	require.NoError(t, err)
+	require.True(t, pending)
+	var tables int
+	require.NoError(t, fresh.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = 'public'`).Scan(&tables))
+	require.Zero(t, tables)
+	fresh.Close()
+
 	var wg sync.WaitGroup
 	applied := make([][]string, 4)
 	errs := make([]error, 4)
@@ -61,7 +73,7 @@ func TestMigrateConcurrently(t *testing.T) {
 	again, err := postgres.Migrate(ctx, pool)
 	require.NoError(t, err)
 	require.Empty(t, again)
-	pending, err := postgres.Pending(ctx, pool)
+	pending, err = postgres.Pending(ctx, pool)
 	require.NoError(t, err)
 	require.False(t, pending)
 }
