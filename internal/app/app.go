@@ -149,6 +149,10 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		Name: "refunds", Interval: cfg.WorkerInterval, Log: o.Log,
 		Step: func(ctx context.Context) (int, bool, error) { return refunds.ProcessDue(ctx, 50) },
 	}}
+	panics := worker.NewPanicCounter(reg)
+	for i := range loops {
+		loops[i].Panics = panics.WithLabelValues(loops[i].Name)
+	}
 	return &App{Echo: e, Registry: reg, Ledger: led, Recharges: recharges, Refunds: refunds, Channels: chs,
 		Limiter: limiter, Loops: loops, redis: rdb}, nil
 }

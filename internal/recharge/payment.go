@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -500,7 +501,16 @@ func (s *Service) ProcessPending(ctx context.Context, batch int) (int, bool, err
 	return len(due), len(due) == batch, errors.Join(errs...)
 }
 
-func (s *Service) processPending(ctx context.Context, o Order, now, lease time.Time) error {
+// processPending handles one claimed order. A panic in it (say, on a channel
+// answer no one foresaw) is that order's error: the rest of the batch goes
+// on, and the order keeps its lease, so it is not looked at again before the
+// lease ends.
+func (s *Service) processPending(ctx context.Context, o Order, now, lease time.Time) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &panicked{value: v, stack: debug.Stack()}
+		}
+	}()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if !now.Before(o.ExpiresAt) {
@@ -531,3 +541,15 @@ func (s *Service) processPending(ctx context.Context, o Order, now, lease time.T
 	}
 	return nil
 }
+
+// panicked is a panic recovered while handling one order. The worker loop
+// finds it in the step's error by its methods and logs and counts it as a
+// panic, with its stack.
+type panicked struct {
+	value any
+	stack []byte
+}
+
+func (p *panicked) Error() string      { return fmt.Sprintf("panic: %v", p.value) }
+func (p *panicked) PanicValue() any    { return p.value }
+func (p *panicked) PanicStack() []byte { return p.stack }

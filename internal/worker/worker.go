@@ -6,9 +6,13 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Loop is one background job.
@@ -19,15 +23,40 @@ type Loop struct {
 	// a full batch runs again at once instead of waiting for the interval.
 	Step func(ctx context.Context) (done int, full bool, err error)
 	Log  *slog.Logger
+	// Panics, when set, counts the panics the loop recovered: its step's
+	// own, and those its step recovered in single items (see itemPanic).
+	Panics prometheus.Counter
+}
+
+// NewPanicCounter registers diamondd_worker_panics_total{loop} on reg; give
+// each loop its label's counter as Loop.Panics.
+func NewPanicCounter(reg prometheus.Registerer) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "diamondd_worker_panics_total",
+		Help: "Panics recovered in background loops, by loop; the loop goes on at its next interval.",
+	}, []string{"loop"})
+	reg.MustRegister(c)
+	return c
+}
+
+// itemPanic is what a step that works through a batch reports for an item
+// that panicked, so that the rest of the batch goes on: found in the step's
+// error, it is logged and counted as the step's own panics are. The steps'
+// packages sit below worker and cannot name it; their errors just have
+// these methods.
+type itemPanic interface {
+	error
+	PanicValue() any
+	PanicStack() []byte
 }
 
 // Run repeats the step until ctx ends. A failed step is logged and retried
-// on the next tick: loops never stop on errors.
+// on the next tick: loops never stop on errors. A panic in the step is
+// recovered, logged with its stack and counted, and the step runs again
+// after the interval, like a failed one: one bad row never takes the
+// service down, nor makes the loop spin on it.
 func (l Loop) Run(ctx context.Context) {
-	log := l.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := l.logger()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -36,7 +65,10 @@ func (l Loop) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		n, full, err := l.Step(ctx)
+		n, full, err := l.step(ctx)
+		for _, p := range itemPanics(err) {
+			l.panicked(ctx, p.PanicValue(), p.PanicStack())
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			log.Error("worker step failed", "loop", l.Name, "error", err)
@@ -49,6 +81,49 @@ func (l Loop) Run(ctx context.Context) {
 			t.Reset(l.Interval)
 		}
 	}
+}
+
+// step runs the step once, turning a panic into an error.
+func (l Loop) step(ctx context.Context) (n int, full bool, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			l.panicked(ctx, v, debug.Stack())
+			n, full, err = 0, false, fmt.Errorf("panic: %v", v)
+		}
+	}()
+	return l.Step(ctx)
+}
+
+func (l Loop) panicked(ctx context.Context, v any, stack []byte) {
+	l.logger().ErrorContext(ctx, "worker panicked", "loop", l.Name, "panic", fmt.Sprint(v), "stack", string(stack))
+	if l.Panics != nil {
+		l.Panics.Inc()
+	}
+}
+
+func (l Loop) logger() *slog.Logger {
+	if l.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l.Log
+}
+
+// itemPanics finds the item panics in a step's error, which joins one error
+// per failed item.
+func itemPanics(err error) []itemPanic {
+	if p, ok := err.(itemPanic); ok {
+		return []itemPanic{p}
+	}
+	var ps []itemPanic
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		ps = itemPanics(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			ps = append(ps, itemPanics(e)...)
+		}
+	}
+	return ps
 }
 
 // RunAll runs the loops until ctx ends and they have all returned.
