@@ -464,18 +464,23 @@ func (s *Service) reconcile(ctx context.Context, ch channel.Channel, o Order) er
 }
 
 // pendingLease is how long a claimed order is left to the replica that
-// claimed it before another may look at it (it covers the channel call).
-// An order that expires sooner is then looked at again at its expiry.
+// claimed it before another may look at it: it covers one order's handling
+// (30 s at most, see processPending) and the recording of its outcome. An
+// order that expires sooner is then looked at again at its expiry.
 const pendingLease = time.Minute
 
 // ProcessPending looks at pending orders that are due: an expired one is
 // closed at its channel (or credited, if the channel says it was paid), and
 // one pending for a while is queried so a lost webhook still ends in a
 // credit. Orders are claimed with a lease under SKIP LOCKED, so replicas
-// share the work, and no channel is called inside a transaction.
+// share the work, and no channel is called inside a transaction. Each order
+// is claimed again, as it stands then, right before its own channel call:
+// with a slow channel a batch takes far longer than one lease, and an order
+// late in it would otherwise be handled after another replica had taken it
+// over.
 func (s *Service) ProcessPending(ctx context.Context, batch int) (int, bool, error) {
 	now := s.now().UTC()
-	lease := now.Add(pendingLease).Truncate(time.Microsecond) // as stored: it is compared below
+	held := pendingLeaseFrom(now)
 	rows, err := s.pool.Query(ctx, `
 		WITH due AS (
 			SELECT user_id AS due_user, id AS due_id FROM orders
@@ -484,27 +489,66 @@ func (s *Service) ProcessPending(ctx context.Context, batch int) (int, bool, err
 		)
 		UPDATE orders SET check_after = $2 FROM due
 		 WHERE user_id = due_user AND id = due_id
-		RETURNING `+orderColumns, now, lease, batch)
+		RETURNING user_id, id`, now, held, batch)
 	if err != nil {
 		return 0, false, fmt.Errorf("claim pending orders: %w", err)
 	}
-	due, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Order, error) { return scanOrder(r) })
+	due, err := pgx.CollectRows(rows, pgx.RowToStructByPos[orderKey])
 	if err != nil {
 		return 0, false, fmt.Errorf("claim pending orders: %w", err)
 	}
 	var errs []error
-	for _, o := range due {
-		if err := s.processPending(ctx, o, now, lease); err != nil {
-			errs = append(errs, fmt.Errorf("order %s: %w", o.ID, err))
+	for _, k := range due {
+		o, now, lease, ok, err := s.claimPending(ctx, k, held)
+		if err == nil && ok {
+			err = s.processPending(ctx, o, now, lease)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("order %s: %w", k.ID, err))
 		}
 	}
 	return len(due), len(due) == batch, errors.Join(errs...)
 }
 
-// processPending handles one claimed order. A panic in it (say, on a channel
-// answer no one foresaw) is that order's error: the rest of the batch goes
-// on, and the order keeps its lease, so it is not looked at again before the
-// lease ends.
+type orderKey struct {
+	UserID string
+	ID     uuid.UUID
+}
+
+// pendingLeaseFrom is the end of a lease taken at now, at the database's
+// precision so that it can be compared with the stored one.
+func pendingLeaseFrom(now time.Time) time.Time {
+	return now.Add(pendingLease).Truncate(time.Microsecond)
+}
+
+// claimPending takes an order's lease for its handling, at the time it
+// returns, from the order as it stands now: still pending, and either due
+// or still under the batch's lease (held). ok is false when it was paid or
+// closed meanwhile, or when another replica took it over once the batch's
+// lease ran out: that replica handles it.
+func (s *Service) claimPending(ctx context.Context, k orderKey, held time.Time) (o Order, now, lease time.Time, ok bool, err error) {
+	now = s.now().UTC()
+	lease = pendingLeaseFrom(now)
+	o, err = scanOrder(s.pool.QueryRow(ctx, `
+		UPDATE orders SET check_after = $3
+		 WHERE user_id = $1 AND id = $2 AND status = 'pending'
+		   AND (check_after <= $4 OR check_after = $5)
+		RETURNING `+orderColumns, k.UserID, k.ID, lease, now, held))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Order{}, now, lease, false, nil
+	}
+	if err != nil {
+		return Order{}, now, lease, false, fmt.Errorf("claim order %s: %w", k.ID, err)
+	}
+	return o, now, lease, true, nil
+}
+
+// processPending handles one claimed order, as claimed at now under lease.
+// What the channel answers (paid, closed) is a fact whoever learns it, and
+// is recorded under the order's row lock, so it needs no lease; only the
+// rescheduling does. A panic in it (say, on a channel answer no one
+// foresaw) is that order's error: the rest of the batch goes on, and the
+// order keeps its lease, so it is not looked at again before the lease ends.
 func (s *Service) processPending(ctx context.Context, o Order, now, lease time.Time) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
