@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"slices"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/diamondd/diamondd/internal/fault"
 	"github.com/diamondd/diamondd/internal/ledger"
 	"github.com/diamondd/diamondd/internal/platform/postgres"
+	"github.com/diamondd/diamondd/internal/recovery"
 	"github.com/diamondd/diamondd/internal/risk"
 )
 
@@ -550,11 +550,7 @@ func (s *Service) claimPending(ctx context.Context, k orderKey, held time.Time) 
 // foresaw) is that order's error: the rest of the batch goes on, and the
 // order keeps its lease, so it is not looked at again before the lease ends.
 func (s *Service) processPending(ctx context.Context, o Order, now, lease time.Time) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = &panicked{value: v, stack: debug.Stack()}
-		}
-	}()
+	defer recovery.Catch(&err)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if !now.Before(o.ExpiresAt) {
@@ -585,15 +581,3 @@ func (s *Service) processPending(ctx context.Context, o Order, now, lease time.T
 	}
 	return nil
 }
-
-// panicked is a panic recovered while handling one order. The worker loop
-// finds it in the step's error by its methods and logs and counts it as a
-// panic, with its stack.
-type panicked struct {
-	value any
-	stack []byte
-}
-
-func (p *panicked) Error() string      { return fmt.Sprintf("panic: %v", p.value) }
-func (p *panicked) PanicValue() any    { return p.value }
-func (p *panicked) PanicStack() []byte { return p.stack }

@@ -14,6 +14,7 @@ import (
 	"github.com/diamondd/diamondd/internal/ledger"
 	"github.com/diamondd/diamondd/internal/platform/postgres"
 	"github.com/diamondd/diamondd/internal/recharge"
+	"github.com/diamondd/diamondd/internal/recovery"
 )
 
 // submitLease is how long a claimed refund is left to the replica working on
@@ -66,15 +67,23 @@ func (s *Service) ProcessDue(ctx context.Context, batch int) (int, bool, error) 
 	}
 	var errs []error
 	for _, k := range due {
-		r, mine, ok, err := s.claim(ctx, k.userID, k.id, lease)
-		if err == nil && ok {
-			err = s.work(ctx, r, mine)
-		}
-		if err != nil {
+		if err := s.processDue(ctx, k.userID, k.id, lease); err != nil {
 			errs = append(errs, fmt.Errorf("refund %s: %w", k.id, err))
 		}
 	}
 	return len(due), len(due) == batch, errors.Join(errs...)
+}
+
+// processDue claims one refund of a batch claimed under lease and works on
+// it. A panic in it is that refund's error: the rest of the batch goes on,
+// and the refund keeps its lease, so it is not tried again before it ends.
+func (s *Service) processDue(ctx context.Context, userID string, id uuid.UUID, lease time.Time) (err error) {
+	defer recovery.Catch(&err)
+	r, mine, ok, err := s.claim(ctx, userID, id, lease)
+	if err != nil || !ok {
+		return err
+	}
+	return s.work(ctx, r, mine)
 }
 
 // leaseFrom is the end of a lease taken at now, at the database's precision

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/diamondd/diamondd/internal/recovery"
 )
 
 // Loop is one background job.
@@ -24,7 +26,7 @@ type Loop struct {
 	Step func(ctx context.Context) (done int, full bool, err error)
 	Log  *slog.Logger
 	// Panics, when set, counts the panics the loop recovered: its step's
-	// own, and those its step recovered in single items (see itemPanic).
+	// own, and those its step recovered in single items (recovery.Catch).
 	Panics prometheus.Counter
 }
 
@@ -37,17 +39,6 @@ func NewPanicCounter(reg prometheus.Registerer) *prometheus.CounterVec {
 	}, []string{"loop"})
 	reg.MustRegister(c)
 	return c
-}
-
-// itemPanic is what a step that works through a batch reports for an item
-// that panicked, so that the rest of the batch goes on: found in the step's
-// error, it is logged and counted as the step's own panics are. The steps'
-// packages sit below worker and cannot name it; their errors just have
-// these methods.
-type itemPanic interface {
-	error
-	PanicValue() any
-	PanicStack() []byte
 }
 
 // Run repeats the step until ctx ends. A failed step is logged and retried
@@ -66,8 +57,8 @@ func (l Loop) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		n, full, err := l.step(ctx)
-		for _, p := range itemPanics(err) {
-			l.panicked(ctx, p.PanicValue(), p.PanicStack())
+		for _, p := range recovery.Find(err) {
+			l.panicked(ctx, p.Value, p.Stack)
 		}
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -106,24 +97,6 @@ func (l Loop) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return l.Log
-}
-
-// itemPanics finds the item panics in a step's error, which joins one error
-// per failed item.
-func itemPanics(err error) []itemPanic {
-	if p, ok := err.(itemPanic); ok {
-		return []itemPanic{p}
-	}
-	var ps []itemPanic
-	switch u := err.(type) {
-	case interface{ Unwrap() error }:
-		ps = itemPanics(u.Unwrap())
-	case interface{ Unwrap() []error }:
-		for _, e := range u.Unwrap() {
-			ps = append(ps, itemPanics(e)...)
-		}
-	}
-	return ps
 }
 
 // RunAll runs the loops until ctx ends and they have all returned.

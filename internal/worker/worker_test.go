@@ -24,6 +24,7 @@ import (
 	"github.com/diamondd/diamondd/internal/config"
 	"github.com/diamondd/diamondd/internal/platform/postgres"
 	"github.com/diamondd/diamondd/internal/platform/postgres/pgtest"
+	"github.com/diamondd/diamondd/internal/recovery"
 	"github.com/diamondd/diamondd/internal/refund"
 	"github.com/diamondd/diamondd/internal/worker"
 )
@@ -40,13 +41,8 @@ func (c *counter) Inc() { c.n.Add(1) }
 
 func explode() { panic("poison row") }
 
-// itemFailure is how a step reports an item that panicked (see
-// recharge.panicked).
-type itemFailure struct{}
-
-func (itemFailure) Error() string      { return "panic: poison item" }
-func (itemFailure) PanicValue() any    { return "poison item" }
-func (itemFailure) PanicStack() []byte { return []byte("goroutine 1 [running]:\nitem.stack()") }
+// itemFailure is how a step reports an item that panicked (recovery.Catch).
+var itemFailure = &recovery.Panic{Value: "poison item", Stack: []byte("goroutine 1 [running]:\nitem.stack()")}
 
 // A panicking step is recovered: logged at error level with its stack,
 // counted, and run again after the interval, never at once, even though the
@@ -71,7 +67,7 @@ func TestLoopSurvivesPanics(t *testing.T) {
 			case 1:
 				explode()
 			case 2:
-				return 2, true, fmt.Errorf("order 1: %w", errors.Join(errors.New("order 2: timeout"), itemFailure{}))
+				return 2, true, fmt.Errorf("order 1: %w", errors.Join(errors.New("order 2: timeout"), itemFailure))
 			}
 			return 0, false, nil
 		},
@@ -95,15 +91,16 @@ func TestLoopSurvivesPanics(t *testing.T) {
 }
 
 // poisoned is the sandbox with a query API that panics on one order and
-// reports another paid, and a refund API that panics on everything: answers
+// reports another paid, and a refund API that panics on one refund: answers
 // an adapter might choke on.
 type poisoned struct {
 	*sandbox.Channel
-	mu      sync.Mutex
-	bad     string
-	paid    string
-	queries map[string]int
-	refunds int
+	mu        sync.Mutex
+	bad       string
+	paid      string
+	queries   map[string]int
+	badRefund string
+	refunds   int
 }
 
 func (p *poisoned) QueryPayment(_ context.Context, id string) (channel.PaymentStatus, error) {
@@ -119,11 +116,14 @@ func (p *poisoned) QueryPayment(_ context.Context, id string) (channel.PaymentSt
 	return channel.PaymentStatus{State: channel.PaymentPending}, nil
 }
 
-func (p *poisoned) Refund(context.Context, channel.RefundRequest) (channel.RefundStatus, error) {
+func (p *poisoned) Refund(_ context.Context, r channel.RefundRequest) (channel.RefundStatus, error) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.refunds++
-	p.mu.Unlock()
-	panic("unexpected refund answer")
+	if r.RefundID == p.badRefund {
+		panic("unexpected refund answer")
+	}
+	return channel.RefundStatus{State: channel.RefundProcessing, ChannelRefundID: "P-" + r.RefundID}, nil
 }
 
 func (p *poisoned) counts() (bad, paid, refunds int) {
@@ -161,15 +161,23 @@ func TestServiceSurvivesPanickingChannel(t *testing.T) {
 	ctx := context.Background()
 	user := h.Token("u1", auth.RoleUser)
 
-	// an approved refund of a paid order, left for the refund worker
-	paid := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "k0")["id"].(string)
-	h.Pay(paid, 600, "T-0", "e-0")
-	r := h.Do(http.MethodPost, "/v1/refunds", apptest.Req{Token: user, Key: "r1",
-		Body: map[string]any{"order_id": paid, "reason_code": "other"}}).RequireStatus(t, 201).JSON()
-	require.NoError(t, postgres.WithTx(ctx, h.Pool, func(tx pgx.Tx) error {
-		_, err := h.App.Refunds.Approve(ctx, tx, refund.Actor{ID: "agent1", Role: "support"}, uuid.MustParse(r["id"].(string)), "ok")
-		return err
-	}))
+	// two approved refunds of paid orders, left for the refund worker: the
+	// first of the batch panics, the second goes on
+	var refunds []string
+	for i, amount := range []int64{600, 700} {
+		paid := h.Recharge(user, map[string]any{"channel": "sandbox", "amount_fen": amount}, fmt.Sprint("k0", i))["id"].(string)
+		h.Pay(paid, amount, fmt.Sprint("T-0", i), fmt.Sprint("e-0", i))
+		r := h.Do(http.MethodPost, "/v1/refunds", apptest.Req{Token: user, Key: fmt.Sprint("r", i),
+			Body: map[string]any{"order_id": paid, "reason_code": "other"}}).RequireStatus(t, 201).JSON()
+		require.NoError(t, postgres.WithTx(ctx, h.Pool, func(tx pgx.Tx) error {
+			_, err := h.App.Refunds.Approve(ctx, tx, refund.Actor{ID: "agent1", Role: "support"}, uuid.MustParse(r["id"].(string)), "ok")
+			return err
+		}))
+		refunds = append(refunds, r["id"].(string))
+	}
+	fake.badRefund = refunds[0]
+	_, err = h.Pool.Exec(ctx, `UPDATE refunds SET next_attempt_at = next_attempt_at - interval '1 second' WHERE id = $1`, refunds[0])
+	require.NoError(t, err)
 	// two pending orders, due for a query
 	fake.mu.Lock()
 	fake.bad = h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "k1")["id"].(string)
@@ -182,18 +190,22 @@ func TestServiceSurvivesPanickingChannel(t *testing.T) {
 	go func() { defer close(done); worker.RunAll(wctx, h.App.Loops...) }()
 	require.Eventually(t, func() bool {
 		avail, _, _ := h.Wallet("u1")
-		_, _, refunds := fake.counts()
-		return avail == 60 && refunds == 1
-	}, 10*time.Second, 10*time.Millisecond, "the other order is credited, the refund tried")
+		_, _, calls := fake.counts()
+		return avail == 60 && calls == 2
+	}, 10*time.Second, 10*time.Millisecond, "the other order is credited, both refunds tried")
 	time.Sleep(10 * h.Config.WorkerInterval) // rounds that must leave the leased ones alone
 	stop()
 	<-done
 
-	bad, queried, refunds := fake.counts()
-	require.Equal(t, [3]int{1, 1, 1}, [3]int{bad, queried, refunds}, "nothing tried again within its lease")
+	bad, queried, calls := fake.counts()
+	require.Equal(t, [3]int{1, 1, 2}, [3]int{bad, queried, calls}, "nothing tried again within its lease")
 	require.EqualValues(t, 1, panicCount(t, h.App.Registry, "pending-orders"))
 	require.EqualValues(t, 1, panicCount(t, h.App.Registry, "refunds"))
 	require.Equal(t, 200, h.Do(http.MethodGet, "/v1/recharges/"+fake.bad, apptest.Req{Token: user}).Status)
-	require.Equal(t, "approved", h.Do(http.MethodGet, "/v1/refunds/"+r["id"].(string), apptest.Req{Token: user}).RequireStatus(t, 200).JSON()["status"])
+	status := func(id string) any {
+		return h.Do(http.MethodGet, "/v1/refunds/"+id, apptest.Req{Token: user}).RequireStatus(t, 200).JSON()["status"]
+	}
+	require.Equal(t, "approved", status(refunds[0]))
+	require.Equal(t, "processing", status(refunds[1]), "the rest of the batch went on")
 	h.RequireClean()
 }
