@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"unicode/utf8"
@@ -48,7 +49,7 @@ func checkInput(next echo.HandlerFunc) echo.HandlerFunc {
 			return echo.NewHTTPError(http.StatusBadRequest, "the request body could not be read")
 		}
 		req.Body = io.NopCloser(bytes.NewReader(body))
-		if len(body) == 0 || !strings.HasPrefix(req.Header.Get(echo.HeaderContentType), echo.MIMEApplicationJSON) {
+		if mt, _, _ := mime.ParseMediaType(req.Header.Get(echo.HeaderContentType)); len(body) == 0 || mt != echo.MIMEApplicationJSON {
 			return next(c) // the validator answers a wrong media type (415)
 		}
 		switch {

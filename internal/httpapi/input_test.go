@@ -57,6 +57,12 @@ func TestClientTextIsRefusedNot500(t *testing.T) {
 			require.Equal(t, "validation_failed", resp.Code())
 		})
 	}
+	// the media type's spelling and parameters change nothing
+	for i, ct := range []string{"application/json; charset=utf-8", "Application/JSON"} {
+		r := h.Do("POST", "/v1/spends", apptest.Req{Token: svc, Key: fmt.Sprint("ct", i), Headers: map[string]string{"Content-Type": ct},
+			Body: `{"user_id":"u1","diamonds":1,"reference":"g"} x`})
+		require.Equal(t, 400, r.Status, "%s: %s", ct, r.Body)
+	}
 	// an escaped backslash before u0000 is text, not a NUL
 	h.Do("POST", "/v1/spends", apptest.Req{Token: svc, Key: "backslash", Body: `{"user_id":"u1","diamonds":1,"reference":"g\\u0000"}`}).RequireStatus(t, 201)
 	h.Do("POST", "/v1/refunds", apptest.Req{Token: user, Key: "url", Body: `{"order_id":"` + order + `","amount_fen":100,"reason_code":"other","evidence":[{"kind":"url","value":"https://example.com/receipt.png"}]}`}).RequireStatus(t, 201)
