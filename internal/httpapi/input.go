@@ -37,8 +37,8 @@ func checkInput(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 		}
 		req := c.Request()
-		if req.Body == nil || req.Body == http.NoBody {
-			return next(c)
+		if req.Body == nil || req.Body == http.NoBody || req.Method == http.MethodGet || req.Method == http.MethodHead {
+			return next(c) // a read's body means nothing and is never read
 		}
 		body, err := io.ReadAll(req.Body)
 		var he *echo.HTTPError

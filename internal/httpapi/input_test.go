@@ -63,6 +63,8 @@ func TestClientTextIsRefusedNot500(t *testing.T) {
 			Body: `{"user_id":"u1","diamonds":1,"reference":"g"} x`})
 		require.Equal(t, 400, r.Status, "%s: %s", ct, r.Body)
 	}
+	// a read's body is never read, so it is never judged
+	h.Do("GET", "/v1/wallet", apptest.Req{Token: user, Body: "not json"}).RequireStatus(t, 200)
 	// an escaped backslash before u0000 is text, not a NUL
 	h.Do("POST", "/v1/spends", apptest.Req{Token: svc, Key: "backslash", Body: `{"user_id":"u1","diamonds":1,"reference":"g\\u0000"}`}).RequireStatus(t, 201)
 	h.Do("POST", "/v1/refunds", apptest.Req{Token: user, Key: "url", Body: `{"order_id":"` + order + `","amount_fen":100,"reason_code":"other","evidence":[{"kind":"url","value":"https://example.com/receipt.png"}]}`}).RequireStatus(t, 201)
