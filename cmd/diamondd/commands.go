@@ -19,6 +19,10 @@ import (
 // errFindings: ledger verify found broken invariants (exit 1, report printed).
 var errFindings = errors.New("ledger invariants broken")
 
+// errCouldNotVerify: ledger verify could not run its checks (exit 3), which
+// a cron job must not mistake for a broken ledger (1) nor a clean one (0).
+var errCouldNotVerify = errors.New("ledger verify could not run")
+
 // openDatabase opens a small pool on DATABASE_URL for the one-shot commands.
 func openDatabase(ctx context.Context) (*pgxpool.Pool, error) {
 	url := os.Getenv("DATABASE_URL")
@@ -95,12 +99,12 @@ func token(args []string, out io.Writer) error {
 func verify(ctx context.Context, out io.Writer) error {
 	pool, err := openDatabase(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errCouldNotVerify, err)
 	}
 	defer pool.Close()
 	findings, err := app.Verify(ctx, pool)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errCouldNotVerify, err)
 	}
 	if len(findings) == 0 {
 		fmt.Fprintln(out, "ledger verify: every invariant holds")

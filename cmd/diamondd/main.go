@@ -4,7 +4,7 @@
 //	diamondd migrate up       apply pending migrations
 //	diamondd migrate status   list migrations
 //	diamondd token            print a dev token signed with JWT_SECRET
-//	diamondd ledger verify    recompute the ledger; exit 1 on any broken invariant
+//	diamondd ledger verify    recompute the ledger; exit 1 on any broken invariant, 3 if it cannot run
 //	diamondd dev              everything on embedded defaults
 //	diamondd sandbox pay ...  play the sandbox channel: signed payment and refund webhooks
 //
@@ -33,7 +33,7 @@ commands:
   migrate up       apply pending database migrations
   migrate status   list migrations and whether they are applied
   token            print a dev JWT: token --sub u1 --role user [--ttl 1h] [--birthdate 2012-01-01]
-  ledger verify    check every ledger invariant; exit 1 with a report on any discrepancy
+  ledger verify    check every ledger invariant; exit 1 with a report on any discrepancy, 3 if it cannot run
   dev              run on embedded defaults: a throwaway PostgreSQL, demo tokens, the sandbox channel
   sandbox pay ORDER_ID --amount FEN [--url URL]    simulate a sandbox payment (signed webhook)
   sandbox refund REFUND_ID [--failed]              settle a sandbox refund
@@ -52,6 +52,9 @@ func main() {
 		os.Exit(2)
 	case errors.Is(err, errFindings):
 		os.Exit(1)
+	case errors.Is(err, errCouldNotVerify):
+		fmt.Fprintln(os.Stderr, "diamondd:", err)
+		os.Exit(3)
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "diamondd:", err)
 		os.Exit(1)

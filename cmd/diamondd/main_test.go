@@ -57,7 +57,12 @@ func TestCommands(t *testing.T) {
 	require.NoError(t, err)
 	out.Reset()
 	require.ErrorIs(t, verify(ctx, &out), errFindings)
-	require.Contains(t, out.String(), "order credit: order "+lost["id"].(string)+" (paid, user u2): 0 recharge journal(s)")
+	require.Contains(t, out.String(), "order credit: order "+lost["id"].(string)+" (paid, sandbox, user u2): 0 recharge journal(s)")
+
+	// a verify that cannot run is neither a clean ledger nor a broken one
+	t.Setenv("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere?connect_timeout=1")
+	out.Reset()
+	require.ErrorIs(t, verify(ctx, &out), errCouldNotVerify)
 }
 
 // serve stops gracefully when its context ends (SIGTERM): the listener

@@ -19,7 +19,8 @@ func (f Finding) String() string { return f.Check + ": " + f.Detail }
 
 // Verify recomputes the ledger from its postings: every journal has at least
 // two postings summing to zero, every reference is applied once, every wallet
-// equals the sum of its postings, and system accounts keep their sign. It
+// equals the sum of its postings, system accounts keep their sign for every
+// user, and nobody has diamonds available while in debt. It
 // returns what it found broken (nothing when the ledger is sound).
 func Verify(ctx context.Context, db postgres.DBTX) ([]Finding, error) {
 	return RunChecks(ctx, db, []Check{
@@ -59,13 +60,20 @@ func Verify(ctx context.Context, db postgres.DBTX) ([]Finding, error) {
 			SELECT format('user %s: debt account sums to %s (positive: owes the user)', user_id, sum(amount))
 			  FROM postings WHERE account = 'debt'
 			 GROUP BY user_id HAVING sum(amount) > 0`},
+		// Per user, not only in total: one user's reversed spend or
+		// positive issuance would hide in everyone else's sums.
 		{Name: "system account sign", Query: `
-			SELECT format('%s sums to %s', account, sum(amount))
+			SELECT format('user %s: %s sums to %s', user_id, account, sum(amount))
 			  FROM postings
 			 WHERE account LIKE 'issuance:%' OR account IN ('writeoff', 'spent', 'refunded')
-			 GROUP BY account
+			 GROUP BY user_id, account
 			HAVING (account LIKE 'issuance:%' OR account = 'writeoff') AND sum(amount) > 0
 			    OR account IN ('spent', 'refunded') AND sum(amount) < 0`},
+		// Debt is paid first by anything that comes in (a credit, a
+		// release), and spending stops while there is any.
+		{Name: "available while in debt", Query: `
+			SELECT format('user %s: %s available while owing %s', user_id, available, debt)
+			  FROM wallets WHERE available > 0 AND debt > 0`},
 		{Name: "unknown account", Query: `
 			SELECT format('posting %s/%s of user %s on unknown account %s', journal_id, line, user_id, account)
 			  FROM postings

@@ -11,16 +11,22 @@ import (
 // once with its diamonds, and no unpaid order credited at all.
 func Verify(ctx context.Context, db postgres.DBTX) ([]ledger.Finding, error) {
 	return ledger.RunChecks(ctx, db, []ledger.Check{
+		// One journal per paid order, issuing its diamonds from its own
+		// channel's issuance account and from no other.
 		{Name: "order credit", Query: `
-			SELECT format('order %s (%s, user %s): %s recharge journal(s) issuing %s diamonds, expected %s',
-			              o.id, o.status, o.user_id, count(j.id), coalesce(-sum(p.amount), 0),
+			SELECT format('order %s (%s, %s, user %s): %s recharge journal(s) issuing %s diamonds from issuance:%s and %s line(s) from other issuance accounts, expected %s',
+			              o.id, o.status, o.channel, o.user_id, c.journals, c.issued, o.channel, c.foreign_lines,
 			              CASE WHEN o.status IN ('paid', 'partially_refunded', 'refunded') THEN o.diamonds ELSE 0 END)
 			  FROM orders o
-			  LEFT JOIN journals j ON j.user_id = o.user_id AND j.reference = 'recharge:' || o.id
-			  LEFT JOIN postings p ON p.user_id = j.user_id AND p.journal_id = j.id AND p.account LIKE 'issuance:%'
-			 GROUP BY o.user_id, o.id, o.status, o.diamonds
-			HAVING (o.status IN ('paid', 'partially_refunded', 'refunded') AND (count(j.id) <> 1 OR -sum(p.amount) <> o.diamonds))
-			    OR (o.status NOT IN ('paid', 'partially_refunded', 'refunded') AND count(j.id) > 0)`},
+			  CROSS JOIN LATERAL (
+				SELECT count(DISTINCT j.id) AS journals,
+				       coalesce(-sum(p.amount) FILTER (WHERE p.account = 'issuance:' || o.channel), 0) AS issued,
+				       count(p.line) FILTER (WHERE p.account LIKE 'issuance:%' AND p.account <> 'issuance:' || o.channel) AS foreign_lines
+				  FROM journals j LEFT JOIN postings p ON p.user_id = j.user_id AND p.journal_id = j.id
+				 WHERE j.user_id = o.user_id AND j.reference = 'recharge:' || o.id
+			  ) c
+			 WHERE (o.status IN ('paid', 'partially_refunded', 'refunded') AND (c.journals <> 1 OR c.issued <> o.diamonds OR c.foreign_lines > 0))
+			    OR (o.status NOT IN ('paid', 'partially_refunded', 'refunded') AND c.journals > 0)`},
 		{Name: "credit without order", Query: `
 			SELECT format('journal %s (%s) credits no known order', j.id, j.reference)
 			  FROM journals j
