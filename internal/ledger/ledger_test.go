@@ -328,6 +328,14 @@ func TestVerifyFindsCorruption(t *testing.T) {
 	require.Len(t, findings, 1)
 	require.Equal(t, "wallet differs from postings", findings[0].Check)
 	require.Contains(t, findings[0].Detail, "user u: wallet available=61")
+
+	// a ledger broken everywhere gives a report one can read
+	_, err = pool.Exec(ctx, `INSERT INTO wallets (user_id, available) SELECT 'w' || g, 1 FROM generate_series(1, 150) g`)
+	require.NoError(t, err)
+	findings, err = ledger.Verify(ctx, pool)
+	require.NoError(t, err)
+	require.Len(t, findings, ledger.MaxFindings+1)
+	require.Equal(t, "and more (only the first 100 are listed)", findings[ledger.MaxFindings].Detail)
 }
 
 func BenchmarkPostJournal(b *testing.B) {

@@ -88,12 +88,18 @@ type Check struct {
 	Query string
 }
 
+// MaxFindings is how many findings of one check are reported: past that the
+// report says there are more, so a badly broken ledger gives a report an
+// operator can read, and verify's memory stays small.
+const MaxFindings = 100
+
 // RunChecks runs invariant queries and collects what they report. The
-// recharge and refund packages check their tables against the ledger with it.
+// recharge, refund and spend packages check their tables against the ledger
+// with it.
 func RunChecks(ctx context.Context, db postgres.DBTX, checks []Check) ([]Finding, error) {
 	var out []Finding
 	for _, c := range checks {
-		rows, err := db.Query(ctx, c.Query)
+		rows, err := db.Query(ctx, `SELECT d FROM (`+c.Query+`) AS found(d) LIMIT $1`, MaxFindings+1)
 		if err != nil {
 			return nil, fmt.Errorf("verify %s: %w", c.Name, err)
 		}
@@ -101,7 +107,10 @@ func RunChecks(ctx context.Context, db postgres.DBTX, checks []Check) ([]Finding
 		if err != nil {
 			return nil, fmt.Errorf("verify %s: %w", c.Name, err)
 		}
-		for _, d := range details {
+		for i, d := range details {
+			if i == MaxFindings {
+				d = fmt.Sprintf("and more (only the first %d are listed)", MaxFindings)
+			}
 			out = append(out, Finding{Check: c.Name, Detail: d})
 		}
 	}
