@@ -29,12 +29,36 @@ type Observation struct {
 	Credits []Credit
 	// RefundStatus by refund id, read through the admin API.
 	RefundStatus map[string]string
+	// Refunds are every refund of the run's users, from the database,
+	// whoever asked for them; nil when not read. RefundsErr is why reading
+	// them failed (the check fails with it).
+	Refunds    []RefundRow
+	RefundsErr error
 	// OrderStatus by order id from the database; nil when not read.
-	OrderStatus map[string]string
+	// OrderStatusErr is why reading them failed (the check fails with it).
+	OrderStatus    map[string]string
+	OrderStatusErr error
+	// WebhooksPending is how many of the channel's notifications were still
+	// unacknowledged after settling.
+	WebhooksPending int
+	// SkipNotes say, by check name, why a check's data was not read (no
+	// database, no such table); the check shows as skipped with the note.
+	SkipNotes map[string]string
 	// Ledger is what `diamondd ledger verify` reported; LedgerChecked says
 	// whether it ran.
 	Ledger        []string
 	LedgerChecked bool
+}
+
+// RefundRow is one refund as the database has it.
+type RefundRow struct {
+	ID        string
+	UserID    string
+	OrderID   string
+	Kind      string // user, agent, duplicate_payment, payment_return
+	Status    string
+	AmountFen int64
+	Diamonds  int64
 }
 
 // CheckResult is one invariant and what broke it.
@@ -42,6 +66,7 @@ type CheckResult struct {
 	Name     string   `json:"name"`
 	Checked  int      `json:"checked"`
 	Skipped  bool     `json:"skipped,omitempty"`
+	Note     string   `json:"note,omitempty"` // why it was skipped
 	Failures []string `json:"failures,omitempty"`
 }
 
@@ -69,8 +94,14 @@ const (
 	CheckNoDouble       = "no order credited twice"
 	CheckNoStray        = "no credit without a payment"
 	CheckWallets        = "wallets equal the model"
-	CheckRefunds        = "acknowledged refunds succeeded"
+	CheckRefunds        = "refunds the channel paid back succeeded"
 	CheckAllAcked       = "every payment acknowledged (redeliveries drained)"
+	CheckRefundAcked    = "every refund notification acknowledged"
+	CheckPending        = "no webhook still pending after settling"
+	CheckPriced         = "orders priced as asked"
+	CheckRefundAmounts  = "refunds take back the order's diamonds"
+	CheckRefundsOpen    = "no refund still open after settling"
+	CheckUnasked        = "no refund the tool did not ask for"
 	CheckResolved       = "every operation's outcome known"
 	CheckLedger         = "diamondd ledger verify clean"
 	CheckOrderStatus    = "paid orders are paid"
@@ -91,6 +122,9 @@ func refundHeld(status string) bool {
 func Check(exp Expectation, obs Observation) CheckReport {
 	var rep CheckReport
 	add := func(c CheckResult) {
+		if c.Skipped && c.Note == "" {
+			c.Note = obs.SkipNotes[c.Name]
+		}
 		if len(c.Failures) > maxFailuresReported {
 			n := len(c.Failures)
 			c.Failures = append(c.Failures[:maxFailuresReported], fmt.Sprintf("... and %d more", n-maxFailuresReported))
@@ -161,9 +195,46 @@ func Check(exp Expectation, obs Observation) CheckReport {
 	add(noStray)
 	add(allAcked)
 
+	// Refund notifications the channel sent (it paid the money back) must
+	// be acknowledged, as payments are; so must every other notification.
+	refundAcked := CheckResult{Name: CheckRefundAcked}
+	for _, id := range sortedKeys(exp.Refunds) {
+		if r := exp.Refunds[id]; r.RefundSent {
+			refundAcked.Checked++
+			if !r.WebhookAcked {
+				refundAcked.Failures = append(refundAcked.Failures, fmt.Sprintf("refund %s (order %s, user %s): refund.succeeded never acknowledged", id, r.OrderID, r.UserID))
+			}
+		}
+	}
+	add(refundAcked)
+	pending := CheckResult{Name: CheckPending, Checked: 1}
+	if obs.WebhooksPending > 0 {
+		pending.Failures = append(pending.Failures, fmt.Sprintf("%d notification(s) of the channel never acknowledged", obs.WebhooksPending))
+	}
+	add(pending)
+
+	// Orders must be what the tool asked for: the amount it asked, at the
+	// service's rate. The model holds the tool's price, not the reply's.
+	priced := CheckResult{Name: CheckPriced}
+	for _, id := range sortedKeys(exp.Orders) {
+		o := exp.Orders[id]
+		if o.Reply == nil {
+			continue
+		}
+		priced.Checked++
+		if o.Reply.AmountFen != o.AmountFen || o.Reply.Diamonds != o.Diamonds {
+			priced.Failures = append(priced.Failures, fmt.Sprintf("order %s (user %s): asked %d fen for %d diamonds, the service created it for %d fen and %d diamonds",
+				id, o.UserID, o.AmountFen, o.Diamonds, o.Reply.AmountFen, o.Reply.Diamonds))
+		}
+	}
+	add(priced)
+
 	// Wallets: credits of acknowledged orders (and of unacknowledged ones the
 	// database shows credited once: the payment did arrive), minus spends,
-	// minus refunds that did not fail.
+	// minus refunds that did not fail. A refund takes back its order's
+	// diamonds (the tool asks for full refunds of unspent orders only),
+	// whatever the service replied; one the channel paid back is gone for
+	// good, whatever status the service shows.
 	type bal struct{ available, held int64 }
 	want := map[string]*bal{}
 	for _, u := range exp.Users {
@@ -180,6 +251,8 @@ func Check(exp Expectation, obs Observation) CheckReport {
 		}
 	}
 	refunds := CheckResult{Name: CheckRefunds}
+	amounts := CheckResult{Name: CheckRefundAmounts}
+	open := CheckResult{Name: CheckRefundsOpen}
 	for _, id := range sortedKeys(exp.Refunds) {
 		r := exp.Refunds[id]
 		st, seen := obs.RefundStatus[id]
@@ -188,25 +261,67 @@ func Check(exp Expectation, obs Observation) CheckReport {
 			b = &bal{}
 			want[r.UserID] = b
 		}
-		switch {
-		case !seen:
-			// Not read back: assume the status the acknowledgements imply.
-			b.available -= r.Diamonds
-			if !r.WebhookAcked {
-				b.held += r.Diamonds
+		take := r.Diamonds
+		amounts.Checked++
+		if o, ok := exp.Orders[r.OrderID]; !ok {
+			amounts.Failures = append(amounts.Failures, fmt.Sprintf("refund %s: order %s is not one the tool created", id, r.OrderID))
+		} else {
+			take = o.Diamonds
+			if r.AmountFen != o.AmountFen || r.Diamonds != o.Diamonds {
+				amounts.Failures = append(amounts.Failures, fmt.Sprintf("refund %s (order %s, user %s): full refund gives back %d fen and takes back %d diamonds, the order is %d fen for %d diamonds",
+					id, r.OrderID, r.UserID, r.AmountFen, r.Diamonds, o.AmountFen, o.Diamonds))
 			}
+		}
+		switch {
+		case r.RefundSent: // the channel paid it back: gone for good
+			b.available -= take
+		case !seen:
+			b.available -= take
+			b.held += take
 		case refundReturned(st):
 		case refundHeld(st):
-			b.available -= r.Diamonds
-			b.held += r.Diamonds
-		default: // succeeded: gone for good
-			b.available -= r.Diamonds
+			b.available -= take
+			b.held += take
+		default: // succeeded without the channel's word (AutoSettle): gone
+			b.available -= take
 		}
-		if r.WebhookAcked {
+		if r.RefundSent {
 			refunds.Checked++
 			if seen && st != "succeeded" {
-				refunds.Failures = append(refunds.Failures, fmt.Sprintf("refund %s (order %s): refund.succeeded acknowledged, status is %s", id, r.OrderID, st))
+				what := "sent"
+				if r.WebhookAcked {
+					what = "acknowledged"
+				}
+				refunds.Failures = append(refunds.Failures, fmt.Sprintf("refund %s (order %s): refund.succeeded %s, status is %s", id, r.OrderID, what, st))
 			}
+		}
+		open.Checked++
+		switch {
+		case !seen:
+			open.Failures = append(open.Failures, fmt.Sprintf("refund %s (order %s): status not read", id, r.OrderID))
+		case refundHeld(st):
+			open.Failures = append(open.Failures, fmt.Sprintf("refund %s (order %s, user %s): still %s after settling", id, r.OrderID, r.UserID, st))
+		}
+	}
+	// The database's rows of the tool's refunds must say the same, and
+	// there must be no other refund: the tool pays each order once (a
+	// storm repeats one payment, same trade), so not even a refund of a
+	// duplicate payment is legitimate.
+	unasked := CheckResult{Name: CheckUnasked, Skipped: obs.Refunds == nil && obs.RefundsErr == nil}
+	if obs.RefundsErr != nil {
+		unasked.Failures = append(unasked.Failures, "could not read the refunds: "+obs.RefundsErr.Error())
+	}
+	for _, row := range obs.Refunds {
+		unasked.Checked++
+		r, asked := exp.Refunds[row.ID]
+		if !asked {
+			unasked.Failures = append(unasked.Failures, fmt.Sprintf("refund %s (%s, order %s, user %s): %s, %d fen, %d diamonds; the tool never asked for it",
+				row.ID, row.Kind, row.OrderID, row.UserID, row.Status, row.AmountFen, row.Diamonds))
+			continue
+		}
+		if o, ok := exp.Orders[r.OrderID]; ok && (row.AmountFen != o.AmountFen || row.Diamonds != o.Diamonds) {
+			amounts.Failures = append(amounts.Failures, fmt.Sprintf("refund %s (order %s, user %s): the database has %d fen and %d diamonds, the order is %d fen for %d diamonds",
+				row.ID, r.OrderID, r.UserID, row.AmountFen, row.Diamonds, o.AmountFen, o.Diamonds))
 		}
 	}
 	wallets := CheckResult{Name: CheckWallets}
@@ -224,9 +339,17 @@ func Check(exp Expectation, obs Observation) CheckReport {
 	}
 	add(wallets)
 	add(refunds)
+	add(amounts)
+	add(open)
+	add(unasked)
 
+	// A check whose data could not be read fails; one whose data is not
+	// there to read shows as skipped. Neither disappears.
+	st := CheckResult{Name: CheckOrderStatus, Skipped: obs.OrderStatus == nil && obs.OrderStatusErr == nil}
+	if obs.OrderStatusErr != nil {
+		st.Failures = append(st.Failures, "could not read the order statuses: "+obs.OrderStatusErr.Error())
+	}
 	if obs.OrderStatus != nil {
-		st := CheckResult{Name: CheckOrderStatus}
 		for _, id := range sortedKeys(exp.Orders) {
 			o := exp.Orders[id]
 			if !o.Acked {
@@ -239,8 +362,8 @@ func Check(exp Expectation, obs Observation) CheckReport {
 				st.Failures = append(st.Failures, fmt.Sprintf("order %s (user %s): payment acknowledged, status %q", id, o.UserID, s))
 			}
 		}
-		add(st)
 	}
+	add(st)
 
 	resolved := CheckResult{Name: CheckResolved, Checked: 1}
 	if exp.Unresolved > 0 {

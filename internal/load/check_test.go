@@ -1,6 +1,10 @@
 package load
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -17,6 +21,7 @@ func base() (Expectation, Observation) {
 		{ID: "o3", UserID: "u2", AmountFen: 3000, Diamonds: 300},
 		{ID: "o4", UserID: "u2", AmountFen: 600, Diamonds: 60}, // never paid
 	} {
+		o.Reply = &Price{AmountFen: o.AmountFen, Diamonds: o.Diamonds}
 		m.OrderCreated(o)
 	}
 	for _, id := range []string{"o1", "o2", "o3"} {
@@ -37,9 +42,18 @@ func base() (Expectation, Observation) {
 			{UserID: "u2", Reference: "recharge:o3", Diamonds: 300},
 		},
 		RefundStatus:  map[string]string{"r1": "succeeded"},
+		Refunds:       []RefundRow{{ID: "r1", UserID: "u2", OrderID: "o3", Kind: "user", Status: "succeeded", AmountFen: 3000, Diamonds: 300}},
+		OrderStatus:   map[string]string{"o1": "paid", "o2": "paid", "o3": "refunded", "o4": "pending"},
 		LedgerChecked: true,
 	}
 	return m.Expect(), obs
+}
+
+// refund replaces refund r1 of the expectation.
+func refund(e *Expectation, change func(*Refund)) {
+	r := e.Refunds["r1"]
+	change(&r)
+	e.Refunds["r1"] = r
 }
 
 func failed(rep CheckReport) map[string][]string {
@@ -120,7 +134,99 @@ func TestCheck(t *testing.T) {
 				o.RefundStatus["r1"] = "processing"
 				o.Wallets["u2"] = Wallet{Held: 300}
 			},
-			fails: map[string]string{CheckRefunds: "refund r1 (order o3): refund.succeeded acknowledged, status is processing"},
+			fails: map[string]string{
+				CheckRefunds:     "refund r1 (order o3): refund.succeeded acknowledged, status is processing",
+				CheckRefundsOpen: "refund r1 (order o3, user u2): still processing after settling",
+				// The channel paid it back: the diamonds must be gone.
+				CheckWallets: "user u2: wallet available=0 held=300 debt=0, model says available=0 held=0 debt=0 (+300 diamonds)",
+			},
+		},
+		{
+			// The channel paid the money back, the service never acknowledged
+			// it and failed the refund: the user has the money and the diamonds.
+			name: "refund paid back, never acknowledged, then failed",
+			plant: func(e *Expectation, o *Observation) {
+				refund(e, func(r *Refund) { r.WebhookAcked = false })
+				o.RefundStatus["r1"] = "failed"
+				o.Wallets["u2"] = Wallet{Available: 300}
+			},
+			fails: map[string]string{
+				CheckRefundAcked: "refund r1 (order o3, user u2): refund.succeeded never acknowledged",
+				CheckRefunds:     "refund r1 (order o3): refund.succeeded sent, status is failed",
+				CheckWallets:     "(+300 diamonds)",
+			},
+		},
+		{
+			name:  "webhooks still pending after settling",
+			plant: func(e *Expectation, o *Observation) { o.WebhooksPending = 3 },
+			fails: map[string]string{CheckPending: "3 notification(s) of the channel never acknowledged"},
+		},
+		{
+			name: "refund never taken to the end",
+			plant: func(e *Expectation, o *Observation) {
+				refund(e, func(r *Refund) { r.RefundSent, r.WebhookAcked = false, false })
+				o.RefundStatus["r1"] = "approved"
+				o.Wallets["u2"] = Wallet{Held: 300}
+			},
+			fails: map[string]string{CheckRefundsOpen: "refund r1 (order o3, user u2): still approved after settling"},
+		},
+		{
+			name: "refund succeeded without the channel's word (auto-settled)",
+			plant: func(e *Expectation, o *Observation) {
+				refund(e, func(r *Refund) { r.RefundSent, r.WebhookAcked = false, false })
+			},
+		},
+		{
+			// A full refund of o3 (3000 fen, 300 diamonds) that gives all the
+			// money back but takes back only 150 diamonds, as the service replied.
+			name: "full refund takes back half the order's diamonds",
+			plant: func(e *Expectation, o *Observation) {
+				refund(e, func(r *Refund) { r.Diamonds = 150 })
+				o.Refunds[0].Diamonds = 150
+				o.Wallets["u2"] = Wallet{Available: 150}
+			},
+			fails: map[string]string{
+				CheckRefundAmounts: "refund r1 (order o3, user u2): full refund gives back 3000 fen and takes back 150 diamonds, the order is 3000 fen for 300 diamonds",
+				CheckWallets:       "model says available=0 held=0 debt=0 (+150 diamonds)",
+			},
+		},
+		{
+			name:  "refund's row in the database differs from the order",
+			plant: func(e *Expectation, o *Observation) { o.Refunds[0].AmountFen = 1500 },
+			fails: map[string]string{CheckRefundAmounts: "refund r1 (order o3, user u2): the database has 1500 fen and 300 diamonds"},
+		},
+		{
+			name: "order priced at another rate than asked",
+			plant: func(e *Expectation, o *Observation) {
+				ord := e.Orders["o2"]
+				ord.Reply = &Price{AmountFen: 1200, Diamonds: 240}
+				e.Orders["o2"] = ord
+			},
+			fails: map[string]string{CheckPriced: "order o2 (user u1): asked 1200 fen for 120 diamonds, the service created it for 1200 fen and 240 diamonds"},
+		},
+		{
+			name: "refund the tool never asked for",
+			plant: func(e *Expectation, o *Observation) {
+				o.Refunds = append(o.Refunds, RefundRow{ID: "r9", UserID: "u1", OrderID: "o1", Kind: "duplicate_payment", Status: "processing", AmountFen: 600})
+			},
+			fails: map[string]string{CheckUnasked: "refund r9 (duplicate_payment, order o1, user u1): processing, 600 fen, 0 diamonds; the tool never asked for it"},
+		},
+		{
+			name:  "refunds could not be read",
+			plant: func(e *Expectation, o *Observation) { o.Refunds, o.RefundsErr = nil, errors.New("timeout") },
+			fails: map[string]string{CheckUnasked: "could not read the refunds: timeout"},
+		},
+		{
+			name: "order statuses could not be read",
+			plant: func(e *Expectation, o *Observation) {
+				o.OrderStatus, o.OrderStatusErr = nil, errors.New("read order statuses: timeout")
+			},
+			fails: map[string]string{CheckOrderStatus: "could not read the order statuses: read order statuses: timeout"},
+		},
+		{
+			name:  "paid order not paid",
+			plant: func(e *Expectation, o *Observation) { o.OrderStatus["o1"] = "pending" },
+			fails: map[string]string{CheckOrderStatus: `order o1 (user u1): payment acknowledged, status "pending"`},
 		},
 		{
 			name: "payment never acknowledged",
@@ -165,15 +271,47 @@ func TestCheck(t *testing.T) {
 
 func TestCheckWithoutDatabase(t *testing.T) {
 	exp, obs := base()
-	obs.Credits = nil
+	obs.Credits, obs.Refunds, obs.OrderStatus = nil, nil, nil
 	obs.LedgerChecked = false
+	obs.SkipNotes = map[string]string{CheckOrderStatus: "no database (DATABASE_URL)"}
 	rep := Check(exp, obs)
 	require.True(t, rep.OK())
-	skipped := 0
+	var skipped []string
 	for _, c := range rep.Checks {
 		if c.Skipped {
-			skipped++
+			skipped = append(skipped, c.Name)
+		}
+		if c.Name == CheckOrderStatus {
+			require.Equal(t, "no database (DATABASE_URL)", c.Note)
 		}
 	}
-	require.Equal(t, 4, skipped) // once, double, stray, ledger
+	// Skipped checks are shown as such, never dropped.
+	require.ElementsMatch(t, []string{CheckAckedOnce, CheckNoDouble, CheckNoStray, CheckOrderStatus, CheckUnasked, CheckLedger}, skipped)
+}
+
+// Every check is in the report, in the table and in the JSON, whether it
+// passed, failed or was skipped.
+func TestCheckReportListsEveryCheck(t *testing.T) {
+	all := []string{CheckAckedOnce, CheckNoDouble, CheckNoStray, CheckAllAcked, CheckRefundAcked, CheckPending, CheckPriced,
+		CheckWallets, CheckRefunds, CheckRefundAmounts, CheckRefundsOpen, CheckUnasked, CheckOrderStatus, CheckResolved, CheckLedger}
+	for _, nodb := range []bool{false, true} {
+		exp, obs := base()
+		if nodb {
+			obs.Credits, obs.Refunds, obs.OrderStatus, obs.LedgerChecked = nil, nil, nil, false
+		}
+		rep := Check(exp, obs)
+		var names []string
+		for _, c := range rep.Checks {
+			names = append(names, c.Name)
+		}
+		require.Equal(t, all, names)
+		var buf bytes.Buffer
+		rep.WriteTable(&buf)
+		raw, err := json.Marshal(rep)
+		require.NoError(t, err)
+		for _, n := range all {
+			require.Contains(t, buf.String(), n)
+			require.Contains(t, string(raw), strconv.Quote(n))
+		}
+	}
 }

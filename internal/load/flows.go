@@ -59,7 +59,10 @@ func (w *worker) create(ctx context.Context, user string, amountFen int64) (Orde
 		if rep.status != 201 || json.Unmarshal(rep.body, &b) != nil || b.ID == "" {
 			return Order{}, false
 		}
-		o := Order{ID: b.ID, UserID: user, AmountFen: b.AmountFen, Diamonds: b.Diamonds}
+		// The order is what the tool asked for at the service's rate; the
+		// reply is kept only to be checked against it.
+		o := Order{ID: b.ID, UserID: user, AmountFen: amountFen, Diamonds: r.diamondsFor(amountFen),
+			Reply: &Price{AmountFen: b.AmountFen, Diamonds: b.Diamonds}}
 		r.model.OrderCreated(o)
 		return o, true
 	}
@@ -214,6 +217,9 @@ func (w *worker) refund(ctx context.Context, user string) bool {
 			r.model.Release(user, reserved)
 			return b, false
 		}
+		// A full refund (no amount_fen asked) of an order whose diamonds are
+		// reserved for it: the checks hold the reply's amount and diamonds
+		// against the order's.
 		r.model.RefundAccepted(Refund{ID: b.ID, OrderID: o.ID, UserID: user, AmountFen: b.AmountFen, Diamonds: b.Diamonds}, reserved)
 		return b, true
 	}
@@ -282,5 +288,8 @@ func (r *Runner) finishRefund(ctx context.Context, b refundBody, wait time.Durat
 	n := &notification{step: StepWebhookRefund,
 		body:  mustJSON(event{EventID: "e-" + b.ID, Type: "refund.succeeded", RefundID: b.ID, AmountFen: b.AmountFen}),
 		onAck: func(bool) { r.model.RefundWebhookAcked(b.ID) }}
+	// From here the channel has paid the money back: the refund must end
+	// succeeded and its notification be acknowledged.
+	r.model.RefundSent(b.ID)
 	return r.ch.deliver(ctx, n)
 }

@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +58,12 @@ type Options struct {
 	RunID       string // prefix of every user id and key; unique per run
 	Seed        uint64
 	Mix         map[string]int // scenario → weight, for the mixed scenario
+
+	// DiamondsPerYuan is the service's rate for custom amounts
+	// (DIAMONDS_PER_YUAN): every order must be priced at it. Default: the
+	// DIAMONDS_PER_YUAN of this process's environment, else the service's
+	// default of 10.
+	DiamondsPerYuan int64
 
 	StormFanout      int     // notifications per payment in the storm scenario (default 10)
 	StormStaleFailed float64 // share of storm payments that also get a late payment.failed for an earlier attempt
@@ -135,6 +143,9 @@ func (o *Options) defaults() error {
 			return fmt.Errorf("mix: negative weight for %s", k)
 		}
 	}
+	if o.DiamondsPerYuan <= 0 {
+		o.DiamondsPerYuan = RateFromEnv(os.Environ())
+	}
 	if o.StormFanout <= 0 {
 		o.StormFanout = 10
 	}
@@ -142,6 +153,28 @@ func (o *Options) defaults() error {
 		o.Log = func(string) {}
 	}
 	return nil
+}
+
+// DefaultDiamondsPerYuan is the service's default rate.
+const DefaultDiamondsPerYuan = 10
+
+// RateFromEnv is the DIAMONDS_PER_YUAN an environment gives the service
+// (the last setting wins), or the service's default when it gives none.
+func RateFromEnv(env []string) int64 {
+	rate := int64(DefaultDiamondsPerYuan)
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "DIAMONDS_PER_YUAN="); ok {
+			if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && n > 0 {
+				rate = n
+			}
+		}
+	}
+	return rate
+}
+
+// diamondsFor is what a custom amount buys at the service's rate.
+func (r *Runner) diamondsFor(amountFen int64) int64 {
+	return amountFen * r.opt.DiamondsPerYuan / 100
 }
 
 // Runner runs one scenario and keeps what it learned for the checks.

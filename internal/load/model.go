@@ -27,12 +27,18 @@ type userModel struct {
 	reserved int64 // promised to operations in flight (spends, refunds about to be asked)
 }
 
-// Order is a recharge order the tool created.
+// Order is a recharge order the tool created. AmountFen and Diamonds are
+// what the tool asked for and expects (the amount it asked, priced at the
+// service's rate), never the service's reply: the channel is paid AmountFen
+// and the checks expect Diamonds to be credited.
 type Order struct {
 	ID        string `json:"id"`
 	UserID    string `json:"user_id"`
 	AmountFen int64  `json:"amount_fen"`
 	Diamonds  int64  `json:"diamonds"`
+	// Reply is the price the service replied when it created the order
+	// (nil when not recorded); "orders priced as asked" compares it.
+	Reply *Price `json:"reply,omitempty"`
 	// PaySent: at least one payment.succeeded notification went out, so the
 	// channel took the money and the order must be credited.
 	PaySent bool `json:"pay_sent"`
@@ -40,13 +46,26 @@ type Order struct {
 	Acked bool `json:"acked"`
 }
 
-// Refund is a refund the service accepted.
+// Price is an amount and the diamonds it buys (or takes back).
+type Price struct {
+	AmountFen int64 `json:"amount_fen"`
+	Diamonds  int64 `json:"diamonds"`
+}
+
+// Refund is a refund the service accepted. The tool only asks for full
+// refunds of orders whose diamonds are unspent (reserved for it), so a
+// refund must give back the order's AmountFen and take back exactly the
+// order's Diamonds; AmountFen and Diamonds here are what the service
+// replied, and the checks judge them against the order.
 type Refund struct {
 	ID        string `json:"id"`
 	OrderID   string `json:"order_id"`
 	UserID    string `json:"user_id"`
 	AmountFen int64  `json:"amount_fen"`
 	Diamonds  int64  `json:"diamonds"`
+	// RefundSent: the channel sent refund.succeeded, so the money went back
+	// to the user and the refund must end succeeded.
+	RefundSent bool `json:"refund_sent"`
 	// WebhookAcked: the channel's refund.succeeded was acknowledged.
 	WebhookAcked bool `json:"webhook_acked"`
 }
@@ -149,7 +168,8 @@ func (m *Model) Spent(user string, n int64) {
 }
 
 // RefundAccepted records a refund the service accepted (its diamonds left
-// available); reserved is the reservation it consumes.
+// available: the order's, whatever the reply says); reserved is the
+// reservation it consumes.
 func (m *Model) RefundAccepted(r Refund, reserved int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -158,8 +178,22 @@ func (m *Model) RefundAccepted(r Refund, reserved int64) {
 	if _, ok := m.refunds[r.ID]; ok {
 		return
 	}
-	u.refunds += r.Diamonds
+	take := r.Diamonds
+	if o := m.orders[r.OrderID]; o != nil {
+		take = o.Diamonds
+	}
+	u.refunds += take
 	m.refunds[r.ID] = &r
+}
+
+// RefundSent records that the channel sent refund.succeeded: it paid the
+// money back.
+func (m *Model) RefundSent(refundID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r := m.refunds[refundID]; r != nil {
+		r.RefundSent = true
+	}
 }
 
 // RefundWebhookAcked records the acknowledgement of a refund.succeeded.
@@ -167,7 +201,7 @@ func (m *Model) RefundWebhookAcked(refundID string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r := m.refunds[refundID]; r != nil {
-		r.WebhookAcked = true
+		r.RefundSent, r.WebhookAcked = true, true
 	}
 }
 

@@ -239,7 +239,11 @@ func (c CheckReport) WriteTable(out io.Writer) {
 		case !ch.Passed():
 			mark = "FAIL"
 		}
-		fmt.Fprintf(out, "  %s  %-50s %d checked\n", mark, ch.Name, ch.Checked)
+		fmt.Fprintf(out, "  %s  %-50s %d checked", mark, ch.Name, ch.Checked)
+		if ch.Skipped && ch.Note != "" {
+			fmt.Fprintf(out, " (%s)", ch.Note)
+		}
+		fmt.Fprintln(out)
 		for _, f := range ch.Failures {
 			fmt.Fprintf(out, "        %s\n", f)
 		}

@@ -19,8 +19,10 @@ const (
 	whSecret  = "load-test-webhook-secret"
 )
 
-// runFake runs a scenario against the fake for a short while, settles it and
-// checks it with the fake's own journals standing in for the database.
+// runFake runs a scenario against the fake for a short while, settles it
+// (for at most a few seconds, as the CLI's -settle bounds it, so a run whose
+// webhooks are never acknowledged is still checked) and checks it with the
+// fake's own journals and refunds standing in for the database.
 func runFake(t *testing.T, bugs loadfake.Bugs, opt load.Options) (*load.Result, load.CheckReport) {
 	t.Helper()
 	fake := loadfake.New(jwtSecret, whSecret)
@@ -45,11 +47,13 @@ func runFake(t *testing.T, bugs loadfake.Bugs, opt load.Options) (*load.Result, 
 	defer cancel()
 	res, err := r.Run(ctx)
 	require.NoError(t, err)
-	st := r.Settle(ctx)
+	sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+	st := r.Settle(sctx)
+	scancel()
 	res.Settle = &st
 	obs, err := r.Observe(ctx, load.ObserveOptions{})
 	require.NoError(t, err)
-	obs.Credits = fake.Credits()
+	obs.Credits, obs.Refunds = fake.Credits(), fake.Refunds()
 	obs.LedgerChecked = true
 	rep := load.Check(r.Model().Expect(), obs)
 	res.Checks = &rep
@@ -105,6 +109,65 @@ func TestChecksCatchPlantedBugs(t *testing.T) {
 		requireFailed(t, rep, load.CheckAckedOnce, "never credited")
 		requireFailed(t, rep, load.CheckWallets, "model says")
 	})
+}
+
+// Money that goes wrong around refunds and pricing, planted in the fake:
+// each must fail the checks named, end to end.
+func TestChecksCatchPlantedRefundAndPricingBugs(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		bugs     loadfake.Bugs
+		scenario string
+		fails    map[string]string // check → a substring of its failures
+	}{{
+		// The channel paid the refund back; the service answers 500 to its
+		// refund.succeeded and fails the refund, giving the diamonds back.
+		name: "refund paid back, never acknowledged, then failed", bugs: loadfake.Bugs{RefundHookFails: true},
+		scenario: load.ScenarioRefund,
+		fails: map[string]string{load.CheckRefundAcked: "refund.succeeded never acknowledged", load.CheckPending: "never acknowledged",
+			load.CheckRefunds: "refund.succeeded sent, status is failed", load.CheckWallets: "model says"},
+	}, {
+		// The same, but the refund just stays processing: held matches.
+		name: "refund paid back, never acknowledged, left open", bugs: loadfake.Bugs{RefundHookIgnored: true},
+		scenario: load.ScenarioRefund,
+		fails: map[string]string{load.CheckRefundAcked: "refund.succeeded never acknowledged", load.CheckPending: "never acknowledged",
+			load.CheckRefundsOpen: "still processing after settling"},
+	}, {
+		name: "full refund takes back half the diamonds", bugs: loadfake.Bugs{RefundHalfDiamonds: true},
+		scenario: load.ScenarioRefund,
+		fails:    map[string]string{load.CheckRefundAmounts: "the order is", load.CheckWallets: "model says"},
+	}, {
+		name: "orders priced at twice the rate", bugs: loadfake.Bugs{DoublePricing: true}, scenario: load.ScenarioRecharge,
+		fails: map[string]string{load.CheckPriced: "the service created it for", load.CheckAckedOnce: "order is for",
+			load.CheckWallets: "model says"},
+	}, {
+		// A storm repeats one payment (same trade) under other event ids; a
+		// service that takes them for second payments refunds money the
+		// channel never took.
+		name: "refunds nobody asked for", bugs: loadfake.Bugs{DuplicateRefund: true}, scenario: load.ScenarioStorm,
+		fails: map[string]string{load.CheckUnasked: "(duplicate_payment, order"},
+	}} {
+		t.Run(tt.name, func(t *testing.T) {
+			res, rep := runFake(t, tt.bugs, load.Options{Scenario: tt.scenario})
+			if tt.bugs.RefundHookFails || tt.bugs.RefundHookIgnored { // settling says so too
+				require.Positive(t, res.Settle.WebhooksPending)
+				require.Positive(t, res.Settle.RefundsOpen)
+			}
+			for name, want := range tt.fails {
+				requireFailed(t, rep, name, want)
+			}
+		})
+	}
+}
+
+// The tool prices orders at the rate it is given (DIAMONDS_PER_YUAN), so a
+// service running at another rate fails the checks instead of defining
+// what is right.
+func TestOrdersPricedAtTheConfiguredRate(t *testing.T) {
+	_, rep := runFake(t, loadfake.Bugs{}, load.Options{Scenario: load.ScenarioRecharge, DiamondsPerYuan: 20})
+	requireFailed(t, rep, load.CheckPriced, "the service created it for")
+	require.EqualValues(t, 10, load.RateFromEnv(nil))
+	require.EqualValues(t, 25, load.RateFromEnv([]string{"DIAMONDS_PER_YUAN=20", "X=1", "DIAMONDS_PER_YUAN=25"}))
 }
 
 func requireFailed(t *testing.T, rep load.CheckReport, name, want string) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/diamondd/diamondd/internal/auth"
@@ -25,7 +26,7 @@ type SettleResult struct {
 	Unresolved      int     `json:"unresolved"`       // still unknown
 	WebhooksPending int     `json:"webhooks_pending"` // never acknowledged
 	RefundsFinished int     `json:"refunds_finished"` // refunds taken to the end after the run
-	RefundsOpen     int     `json:"refunds_open"`     // refunds whose refund.succeeded was never acknowledged
+	RefundsOpen     int     `json:"refunds_open"`     // refunds left open: not taken to the end after the run
 	Seconds         float64 `json:"seconds"`
 }
 
@@ -75,6 +76,16 @@ func (r *Runner) Settle(ctx context.Context) SettleResult {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			finished := false
+			defer func() {
+				mu.Lock()
+				defer mu.Unlock()
+				if finished {
+					res.RefundsFinished++
+				} else {
+					res.RefundsOpen++
+				}
+			}()
 			rep, err := r.call(ctx, StepRefundPoll, request{method: "GET", path: "/v1/admin/refunds/" + rf.ID,
 				token: r.cl.token(agent, auth.RoleSupport)})
 			if err != nil || rep.status != 200 {
@@ -88,20 +99,13 @@ func (r *Runner) Settle(ctx context.Context) SettleResult {
 			if d, ok := ctx.Deadline(); ok {
 				wait = time.Until(d)
 			}
-			if r.finishRefund(ctx, b, wait) {
-				mu.Lock()
-				res.RefundsFinished++
-				mu.Unlock()
-			}
+			finished = r.finishRefund(ctx, b, wait)
 		}()
 	}
 	wg.Wait()
+	// Both are also checks (CheckPending, CheckRefundsOpen), read afresh
+	// when the run is observed.
 	res.WebhooksPending = r.ch.drain(ctx)
-	for _, rf := range r.model.Expect().Refunds {
-		if !rf.WebhookAcked {
-			res.RefundsOpen++
-		}
-	}
 	res.Seconds = time.Since(start).Seconds()
 	return res
 }
@@ -109,7 +113,8 @@ func (r *Runner) Settle(ctx context.Context) SettleResult {
 // ObserveOptions say where the checks read from besides the HTTP API.
 type ObserveOptions struct {
 	// DB is the service's database (DATABASE_URL); nil skips the checks
-	// that need it (credits per order, order status).
+	// that need it (credits per order, order status, refunds not asked
+	// for).
 	DB *pgxpool.Pool
 	// Verify runs `diamondd ledger verify`; nil skips it.
 	Verify func(ctx context.Context) ([]string, error)
@@ -118,11 +123,13 @@ type ObserveOptions struct {
 }
 
 // Observe reads what the service says about the run: every user's wallet
-// and every refund through the admin API, the credits and orders from the
-// database, and the ledger verification.
+// and every refund of the run through the admin API, the credits, orders
+// and all refunds of the run's users from the database, and the ledger
+// verification; and how many notifications the channel still owes.
 func (r *Runner) Observe(ctx context.Context, o ObserveOptions) (Observation, error) {
 	exp := r.model.Expect()
-	obs := Observation{Wallets: map[string]Wallet{}, RefundStatus: map[string]string{}}
+	obs := Observation{Wallets: map[string]Wallet{}, RefundStatus: map[string]string{},
+		WebhooksPending: r.ch.pending(), SkipNotes: map[string]string{}}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 16
 	}
@@ -180,13 +187,25 @@ func (r *Runner) Observe(ctx context.Context, o ObserveOptions) (Observation, er
 			return obs, err
 		}
 		obs.Credits = credits
-		// The orders table belongs to the recharge package; read it when it
-		// is there, and say nothing when it is not.
-		if st, err := readOrderStatus(ctx, o.DB, exp.Users); err == nil {
-			obs.OrderStatus = st
+		// The orders and refunds tables belong to the recharge and refund
+		// packages: a missing table skips its check (with a note), any
+		// other error fails it.
+		obs.OrderStatus, obs.OrderStatusErr = readOrderStatus(ctx, o.DB, exp.Users)
+		if isUndefinedTable(obs.OrderStatusErr) {
+			obs.OrderStatusErr, obs.SkipNotes[CheckOrderStatus] = nil, "no orders table"
+		}
+		obs.Refunds, obs.RefundsErr = ReadRefunds(ctx, o.DB, exp.Users)
+		if isUndefinedTable(obs.RefundsErr) {
+			obs.RefundsErr, obs.SkipNotes[CheckUnasked] = nil, "no refunds table"
+		}
+	} else {
+		for _, c := range []string{CheckAckedOnce, CheckNoDouble, CheckNoStray, CheckOrderStatus, CheckUnasked} {
+			obs.SkipNotes[c] = "no database (DATABASE_URL)"
 		}
 	}
-	if o.Verify != nil {
+	if o.Verify == nil {
+		obs.SkipNotes[CheckLedger] = "not run"
+	} else {
 		findings, err := o.Verify(ctx)
 		if err != nil {
 			return obs, fmt.Errorf("ledger verify: %w", err)
@@ -238,21 +257,51 @@ func ReadCredits(ctx context.Context, db *pgxpool.Pool, users []string) ([]Credi
 	return out, nil
 }
 
+// ReadRefunds lists every refund of the users, whoever asked for it.
+func ReadRefunds(ctx context.Context, db *pgxpool.Pool, users []string) ([]RefundRow, error) {
+	rows, err := db.Query(ctx, `
+		SELECT id::text, user_id, order_id::text, kind, status, amount_fen, diamonds
+		  FROM refunds WHERE user_id = ANY($1)`, users)
+	if err != nil {
+		return nil, fmt.Errorf("read refunds: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RefundRow, error) {
+		var f RefundRow
+		err := r.Scan(&f.ID, &f.UserID, &f.OrderID, &f.Kind, &f.Status, &f.AmountFen, &f.Diamonds)
+		return f, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read refunds: %w", err)
+	}
+	if out == nil {
+		out = []RefundRow{}
+	}
+	return out, nil
+}
+
+func isUndefinedTable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "42P01"
+}
+
 func readOrderStatus(ctx context.Context, db *pgxpool.Pool, users []string) (map[string]string, error) {
 	rows, err := db.Query(ctx, `SELECT id::text, status::text FROM orders WHERE user_id = ANY($1)`, users)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read order statuses: %w", err)
 	}
 	out := map[string]string{}
 	defer rows.Close()
 	for rows.Next() {
 		var id, st string
 		if err := rows.Scan(&id, &st); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read order statuses: %w", err)
 		}
 		out[id] = st
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read order statuses: %w", err)
+	}
+	return out, nil
 }
 
 // VerifyBinary runs `<bin> ledger verify` on the database, as an operator

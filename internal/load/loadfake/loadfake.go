@@ -32,6 +32,23 @@ type Bugs struct {
 	// FailEvery answers 500 to every n-th webhook before doing anything
 	// (the channel must redeliver it).
 	FailEvery int
+	// RefundHookFails answers 500 to every refund.succeeded and, like an
+	// expiring refund worker, marks the refund failed and gives the held
+	// diamonds back: the channel paid the money out, the user keeps them.
+	RefundHookFails bool
+	// RefundHookIgnored answers 500 to every refund.succeeded and does
+	// nothing else: the refund stays processing.
+	RefundHookIgnored bool
+	// RefundHalfDiamonds takes back only half of the order's diamonds on a
+	// full refund (the whole amount_fen is still refunded).
+	RefundHalfDiamonds bool
+	// DoublePricing prices orders at 2 diamonds per 10 fen (the service's
+	// rate is 1 per 10 fen).
+	DoublePricing bool
+	// DuplicateRefund treats a payment.succeeded of an already paid order
+	// under another event id as a second payment and returns it through a
+	// duplicate_payment refund (money goes back out; nothing clawed back).
+	DuplicateRefund bool
 }
 
 // Service is the fake.
@@ -59,8 +76,8 @@ type order struct {
 }
 
 type refund struct {
-	ID, OrderID, UserID, Status string
-	AmountFen, Diamonds         int64
+	ID, OrderID, UserID, Kind, Status string
+	AmountFen, Diamonds               int64
 }
 
 // New builds the fake.
@@ -79,6 +96,19 @@ func (s *Service) Credits() []load.Credit {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]load.Credit{}, s.credits...)
+}
+
+// Refunds are the fake's refunds, as the checker reads them from the
+// database.
+func (s *Service) Refunds() []load.RefundRow {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []load.RefundRow{}
+	for _, rf := range s.refunds {
+		out = append(out, load.RefundRow{ID: rf.ID, UserID: rf.UserID, OrderID: rf.OrderID, Kind: rf.Kind,
+			Status: rf.Status, AmountFen: rf.AmountFen, Diamonds: rf.Diamonds})
+	}
+	return out
 }
 
 // PlantCredit adds a credit out of nowhere (a test's planted double credit).
@@ -186,6 +216,9 @@ func (s *Service) createOrder(user string, body []byte) (int, []byte) {
 		return 400, b
 	}
 	o := &order{ID: s.id("o"), UserID: user, Status: "pending", AmountFen: req.AmountFen, Diamond: req.AmountFen / 10}
+	if s.Bugs.DoublePricing {
+		o.Diamond = req.AmountFen / 5
+	}
 	s.mu.Lock()
 	s.orders[o.ID] = o
 	s.mu.Unlock()
@@ -230,6 +263,11 @@ func (s *Service) webhook(w http.ResponseWriter, r *http.Request, body []byte) {
 		if o == nil || ev.AmountFen != o.AmountFen {
 			break
 		}
+		if o.Status == "paid" && s.Bugs.DuplicateRefund {
+			rf := &refund{ID: s.id("r"), OrderID: o.ID, UserID: o.UserID, Kind: "duplicate_payment", Status: "processing", AmountFen: o.AmountFen}
+			s.refunds[rf.ID] = rf
+			break
+		}
 		if o.Status == "paid" && !s.Bugs.CreditPerEvent {
 			break
 		}
@@ -241,6 +279,16 @@ func (s *Service) webhook(w http.ResponseWriter, r *http.Request, body []byte) {
 		s.wallet(o.UserID).Available += o.Diamond
 	case "refund.succeeded":
 		rf := s.refunds[ev.RefundID]
+		if (s.Bugs.RefundHookFails || s.Bugs.RefundHookIgnored) && rf != nil {
+			if rf.Status == "processing" && s.Bugs.RefundHookFails {
+				rf.Status = "failed"
+				s.wallet(rf.UserID).Held -= rf.Diamonds
+				s.wallet(rf.UserID).Available += rf.Diamonds
+			}
+			delete(s.events, ev.EventID) // not recorded: the request failed
+			problem(w, 500, "internal_error")
+			return
+		}
 		if rf == nil || rf.Status != "processing" {
 			break
 		}
@@ -268,10 +316,14 @@ func (s *Service) createRefund(user string, body []byte) (int, []byte) {
 	if wal.Available < o.Diamond {
 		return 409, []byte(`{"status":409,"code":"diamonds_already_spent"}`)
 	}
-	wal.Available -= o.Diamond
-	wal.Held += o.Diamond
+	take := o.Diamond
+	if s.Bugs.RefundHalfDiamonds {
+		take = o.Diamond / 2
+	}
+	wal.Available -= take
+	wal.Held += take
 	o.Status = "refunded"
-	rf := &refund{ID: s.id("r"), OrderID: o.ID, UserID: user, Status: "pending_review", AmountFen: o.AmountFen, Diamonds: o.Diamond}
+	rf := &refund{ID: s.id("r"), OrderID: o.ID, UserID: user, Kind: "user", Status: "pending_review", AmountFen: o.AmountFen, Diamonds: take}
 	s.refunds[rf.ID] = rf
 	b, _ := json.Marshal(s.refundJSON(rf))
 	return 201, b

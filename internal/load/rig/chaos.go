@@ -250,7 +250,8 @@ func Chaos(ctx context.Context, o ChaosOptions) (*ChaosReport, error) {
 	lost := load.CheckResult{Name: "zero lost or doubled diamonds", Checked: 1}
 	for _, c := range checks.Checks {
 		switch c.Name {
-		case load.CheckAckedOnce, load.CheckNoDouble, load.CheckNoStray, load.CheckWallets:
+		case load.CheckAckedOnce, load.CheckNoDouble, load.CheckNoStray, load.CheckWallets, load.CheckPriced,
+			load.CheckRefunds, load.CheckRefundAcked, load.CheckRefundAmounts, load.CheckUnasked:
 			if !c.Passed() || c.Skipped {
 				lost.Failures = append(lost.Failures, "see: "+c.Name)
 			}

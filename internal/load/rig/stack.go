@@ -160,6 +160,9 @@ func (s *Stack) Options(o load.Options) load.Options {
 	if o.ServerPID == 0 {
 		o.ServerPID = s.Svc.PID()
 	}
+	if o.DiamondsPerYuan == 0 { // the rate diamondd was started with
+		o.DiamondsPerYuan = load.RateFromEnv(append(os.Environ(), s.Svc.Env...))
+	}
 	return o
 }
 
