@@ -96,6 +96,8 @@ func runCmd(ctx context.Context, args []string) error {
 	fs.StringVar(&o.RunID, "run-id", "", "prefix of user ids and keys (default: load-<time>-<n>)")
 	mix := fs.String("mix", "recharge=50,spend=30,wallet=15,refund=5", "weights of the mixed scenario")
 	fs.IntVar(&o.StormFanout, "storm-fanout", 10, "notifications per payment in storm")
+	fs.Int64Var(&o.DiamondsPerYuan, "diamonds-per-yuan", load.RateFromEnv(os.Environ()),
+		"the service's rate for custom amounts (default: DIAMONDS_PER_YUAN, else 10), which the checks price orders at")
 	fs.Float64Var(&o.StormStaleFailed, "storm-stale-failed", 0.2, "share of storm payments that also get a late payment.failed of an earlier attempt")
 	fs.IntVar(&o.ServerPID, "server-pid", 0, "read the server's RSS from /proc/PID (default: its /metrics)")
 	fs.DurationVar(&o.RetryFor, "retry-for", 30*time.Second, "how long an operation without a definitive answer is retried")

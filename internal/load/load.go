@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -144,7 +143,10 @@ func (o *Options) defaults() error {
 		}
 	}
 	if o.DiamondsPerYuan <= 0 {
-		o.DiamondsPerYuan = RateFromEnv(os.Environ())
+		// The library never reads its process's environment: the caller
+		// knows which service it drives (diamond-load's flag, the rig's
+		// service environment, a test's harness configuration).
+		o.DiamondsPerYuan = DefaultDiamondsPerYuan
 	}
 	if o.StormFanout <= 0 {
 		o.StormFanout = 10

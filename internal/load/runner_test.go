@@ -168,6 +168,13 @@ func TestOrdersPricedAtTheConfiguredRate(t *testing.T) {
 	requireFailed(t, rep, load.CheckPriced, "the service created it for")
 	require.EqualValues(t, 10, load.RateFromEnv(nil))
 	require.EqualValues(t, 25, load.RateFromEnv([]string{"DIAMONDS_PER_YUAN=20", "X=1", "DIAMONDS_PER_YUAN=25"}))
+
+	// The library never takes the rate from its own process's environment:
+	// a test process exporting DIAMONDS_PER_YUAN (for diamondd dev, say)
+	// must not make a correct service fail.
+	t.Setenv("DIAMONDS_PER_YUAN", "20")
+	_, rep = runFake(t, loadfake.Bugs{}, load.Options{Scenario: load.ScenarioRecharge})
+	require.True(t, rep.OK(), "%+v", rep)
 }
 
 func requireFailed(t *testing.T, rep load.CheckReport, name, want string) {

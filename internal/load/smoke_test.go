@@ -46,6 +46,7 @@ func TestSmoke(t *testing.T) {
 	} {
 		opt.BaseURL, opt.JWTSecret, opt.WebhookSecret = h.URL, apptest.Secret, apptest.SandboxSecret
 		opt.Clients, opt.RefundWait = 8, 10*time.Second
+		opt.DiamondsPerYuan = h.Config.DiamondsPerYuan // the service's, never this process's environment
 		r, err := load.New(opt)
 		require.NoError(t, err)
 		defer r.Close()
