@@ -124,7 +124,9 @@ func (o *Options) defaults() error {
 	set(&o.RefundWait, 30*time.Second)
 	set(&o.Interval, 5*time.Second)
 	if o.RunID == "" {
-		o.RunID = "load-" + time.Now().UTC().Format("20060102t150405") + fmt.Sprintf("-%04d", rand.IntN(10000))
+		// Random enough that two runs against one service in the same second
+		// (the smoke test's two) never share users.
+		o.RunID = "load-" + time.Now().UTC().Format("20060102t150405") + fmt.Sprintf("-%08x", rand.Uint32())
 	}
 	if o.Seed == 0 {
 		o.Seed = uint64(time.Now().UnixNano())
