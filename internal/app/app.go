@@ -72,7 +72,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	// PostgreSQL keeps microseconds: a time the API answers at creation must
 	// read back the same.
 	clock := o.Now
-	o.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
+	o.Now = func() time.Time { return postgres.Stamp(clock().UTC()) }
 	if o.NewID == nil {
 		o.NewID = func() uuid.UUID { return uuid.Must(uuid.NewV7()) }
 	}

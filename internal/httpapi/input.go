@@ -25,13 +25,13 @@ func checkInput(next echo.HandlerFunc) echo.HandlerFunc {
 			return next(c)
 		}
 		for _, v := range c.ParamValues() {
-			if !storable(v) {
+			if !validText(v) {
 				return badText("a path parameter")
 			}
 		}
 		for _, vs := range c.QueryParams() {
 			for _, v := range vs {
-				if !storable(v) {
+				if !validText(v) {
 					return badText("a query parameter")
 				}
 			}
@@ -94,8 +94,8 @@ func holdsNUL(body []byte) bool {
 	return walk(v)
 }
 
-// storable reports text PostgreSQL can store: valid UTF-8 without NUL.
-func storable(s string) bool {
+// validText reports text PostgreSQL can store: valid UTF-8 without NUL.
+func validText(s string) bool {
 	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 

@@ -515,11 +515,9 @@ type orderKey struct {
 	ID     uuid.UUID
 }
 
-// pendingLeaseFrom is the end of a lease taken at now, at the database's
-// precision so that it can be compared with the stored one.
-func pendingLeaseFrom(now time.Time) time.Time {
-	return now.Add(pendingLease).Truncate(time.Microsecond)
-}
+// pendingLeaseFrom is the end of a lease taken at now, as the database
+// stores it.
+func pendingLeaseFrom(now time.Time) time.Time { return postgres.Stamp(now.Add(pendingLease)) }
 
 // claimPending takes an order's lease for its handling, at the time it
 // returns, from the order as it stands now: still pending, and either due

@@ -30,11 +30,16 @@ type Request struct {
 // live is what an order's refunds that still count add up to.
 type live struct{ amountFen, diamonds int64 }
 
-func liveSums(ctx context.Context, tx pgx.Tx, userID string, orderID uuid.UUID, except uuid.UUID) (live, error) {
+// liveSums adds up the order's refunds still in play (or done), but for
+// those in except.
+func liveSums(ctx context.Context, tx pgx.Tx, userID string, orderID uuid.UUID, except ...uuid.UUID) (live, error) {
 	var l live
+	if except == nil {
+		except = []uuid.UUID{} // nil would be a NULL array, which excludes every row
+	}
 	err := tx.QueryRow(ctx, `
 		SELECT coalesce(sum(amount_fen), 0), coalesce(sum(diamonds), 0) FROM refunds
-		 WHERE user_id = $1 AND order_id = $2 AND id <> $3 AND clawback <> 'none'
+		 WHERE user_id = $1 AND order_id = $2 AND id <> ALL($3) AND clawback <> 'none'
 		   AND status NOT IN ('failed', 'rejected', 'cancelled')`, userID, orderID, except).Scan(&l.amountFen, &l.diamonds)
 	if err != nil {
 		return l, fmt.Errorf("sum refunds of %s: %w", orderID, err)
@@ -114,7 +119,7 @@ func (s *Service) Create(ctx context.Context, tx pgx.Tx, actor Actor, req Reques
 		// that does not allow an action
 		return Refund{}, fault.New(fault.Conflict, "invalid_state", "only a paid order can be refunded; this one is %s", o.Status)
 	}
-	l, err := liveSums(ctx, tx, owner, o.ID, uuid.Nil)
+	l, err := liveSums(ctx, tx, owner, o.ID)
 	if err != nil {
 		return Refund{}, err
 	}
@@ -575,14 +580,9 @@ func (s *Service) topUpSiblings(ctx context.Context, tx pgx.Tx, r *Refund) (int6
 		if left == 0 {
 			break
 		}
-		var others live
-		err := tx.QueryRow(ctx, `
-			SELECT coalesce(sum(amount_fen), 0), coalesce(sum(diamonds), 0) FROM refunds
-			 WHERE user_id = $1 AND order_id = $2 AND id <> $3 AND id <> $4 AND clawback <> 'none'
-			   AND status NOT IN ('failed', 'rejected', 'cancelled')`, r.UserID, r.OrderID, r.ID, x.id).
-			Scan(&others.amountFen, &others.diamonds)
+		others, err := liveSums(ctx, tx, r.UserID, r.OrderID, r.ID, x.id)
 		if err != nil {
-			return 0, fmt.Errorf("sum refunds of %s: %w", r.OrderID, err)
+			return 0, err
 		}
 		estimate := clawback(o, others, x.amount)
 		need := estimate - x.held

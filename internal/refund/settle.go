@@ -86,11 +86,8 @@ func (s *Service) processDue(ctx context.Context, userID string, id uuid.UUID, l
 	return s.work(ctx, r, mine)
 }
 
-// leaseFrom is the end of a lease taken at now, at the database's precision
-// so that it can be compared with the stored one.
-func leaseFrom(now time.Time) time.Time {
-	return now.Add(submitLease).Truncate(time.Microsecond)
-}
+// leaseFrom is the end of a lease taken at now, as the database stores it.
+func leaseFrom(now time.Time) time.Time { return postgres.Stamp(now.Add(submitLease)) }
 
 // claim takes a refund's lease for one channel call, from the refund as it
 // stands now, never from an earlier read: a refund that ended meanwhile

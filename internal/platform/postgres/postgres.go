@@ -114,6 +114,10 @@ func IsRetryable(err error) bool {
 		(pgErr.Code == pgerrcode.SerializationFailure || pgErr.Code == pgerrcode.DeadlockDetected)
 }
 
+// Stamp is t at PostgreSQL's timestamp precision (microseconds), so that a
+// time written, such as a lease's end, compares equal to what is read back.
+func Stamp(t time.Time) time.Time { return t.Truncate(time.Microsecond) }
+
 // IsBadText reports text PostgreSQL cannot store: a NUL character, or bytes
 // that are not valid in the database's encoding. It comes from what a client
 // sent, so it is the client's mistake.
