@@ -27,6 +27,7 @@ func withEnv(name string, env map[string]string) func(*config.Config) {
 		set := map[string]*string{
 			"ALIPAY_APP_ID": &c.AlipayAppID, "ALIPAY_PRIVATE_KEY_FILE": &c.AlipayPrivateKeyFile,
 			"ALIPAY_PUBLIC_KEY_FILE": &c.AlipayPublicKeyFile, "ALIPAY_BASE_URL": &c.AlipayBaseURL,
+			"ALIPAY_SELLER_ID": &c.AlipaySellerID,
 			"WECHATPAY_MCH_ID": &c.WechatpayMchID, "WECHATPAY_APP_ID": &c.WechatpayAppID,
 			"WECHATPAY_PRIVATE_KEY_FILE": &c.WechatpayPrivateKeyFile, "WECHATPAY_CERT_SERIAL": &c.WechatpayCertSerial,
 			"WECHATPAY_APIV3_KEY": &c.WechatpayAPIv3Key, "WECHATPAY_PLATFORM_KEYS": &c.WechatpayPlatformKeys,
@@ -123,6 +124,31 @@ func TestAlipayEndToEnd(t *testing.T) {
 	tr, _ = fake.Trade(o3["id"].(string))
 	require.Equal(t, "TRADE_CLOSED", tr.Status)
 	h.RequireClean()
+}
+
+// With ALIPAY_SELLER_ID set, a payment notified for another seller (our app
+// bound to someone else's merchant account) is refused and credits nothing;
+// the query worker, which asks about our own trade, is not affected.
+func TestAlipaySellerChecked(t *testing.T) {
+	t.Parallel()
+	var h *apptest.Harness
+	fake := alipaytest.New(t, alipaytest.Options{SellerID: "2088000000000002", Now: func() time.Time { return h.Clock.Now() }})
+	env, err := fake.Env(t.TempDir())
+	require.NoError(t, err)
+	env["ALIPAY_SELLER_ID"] = "2088000000000001"
+	h = apptest.New(t, withEnv("alipay", env))
+	user := h.Token("u1", auth.RoleUser)
+
+	o := h.Recharge(user, map[string]any{"channel": "alipay", "package_id": "p60"}, "a1")
+	_, err = fake.PayOrderString(o["pay"].(map[string]any)["order_string"].(string))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(fake.Deliveries()) > 0 }, 10*time.Second, 10*time.Millisecond)
+	for _, d := range fake.Deliveries() {
+		require.NotEqual(t, "success", d.Body, "another seller's notification acknowledged: %+v", d)
+	}
+	avail, _, _ := h.Wallet("u1")
+	require.Zero(t, avail)
+	require.Equal(t, "pending", h.Do("GET", "/v1/recharges/"+o["id"].(string), apptest.Req{Token: user}).RequireStatus(t, 200).JSON()["status"])
 }
 
 func TestWechatPayEndToEnd(t *testing.T) {

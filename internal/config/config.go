@@ -51,6 +51,7 @@ type Config struct {
 	AlipayPublicKeyFile  string `env:"ALIPAY_PUBLIC_KEY_FILE"`
 	AlipayBaseURL        string `env:"ALIPAY_BASE_URL"`
 	AlipayNotifyURL      string `env:"ALIPAY_NOTIFY_URL"`
+	AlipaySellerID       string `env:"ALIPAY_SELLER_ID"`
 
 	WechatpayMchID          string `env:"WECHATPAY_MCH_ID"`
 	WechatpayAppID          string `env:"WECHATPAY_APP_ID"`

@@ -45,7 +45,10 @@ const timeLayout = "2006-01-02 15:04:05"
 // Config is what the adapter needs. Use LoadConfig to build it from the
 // environment.
 type Config struct {
-	AppID           string          // our Alipay app id
+	AppID string // our Alipay app id
+	// SellerID is our merchant's partner id (2088 and 12 digits). When set, a
+	// notification must name it as seller_id; app_id is always checked.
+	SellerID        string
 	PrivateKey      *rsa.PrivateKey // our app private key (RSA2 signs requests and order strings)
 	AlipayPublicKey *rsa.PublicKey  // Alipay's public key (verifies notifications and responses)
 	BaseURL         string          // gateway URL, e.g. ProductionGateway
@@ -61,6 +64,7 @@ type Config struct {
 // Channel is the Alipay adapter. It is safe for concurrent use.
 type Channel struct {
 	appID     string
+	sellerID  string
 	key       *rsa.PrivateKey
 	alipayKey *rsa.PublicKey
 	gateway   string
@@ -109,8 +113,12 @@ func New(cfg Config) (*Channel, error) {
 	if cfg.Timeout < 0 {
 		return nil, errors.New("alipay: config: Timeout is negative")
 	}
+	if cfg.SellerID != "" && !isPartnerID(cfg.SellerID) {
+		return nil, fmt.Errorf("alipay: config: SellerID %q is not 2088 followed by 12 digits", clip(cfg.SellerID))
+	}
 	c := &Channel{
 		appID:     cfg.AppID,
+		sellerID:  cfg.SellerID,
 		key:       cfg.PrivateKey,
 		alipayKey: cfg.AlipayPublicKey,
 		gateway:   cfg.BaseURL,

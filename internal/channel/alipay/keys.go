@@ -31,6 +31,7 @@ const (
 	EnvPublicKey  = "ALIPAY_PUBLIC_KEY_FILE"
 	EnvBaseURL    = "ALIPAY_BASE_URL"
 	EnvNotifyURL  = "ALIPAY_NOTIFY_URL" // optional here; main may set Config.NotifyURL itself
+	EnvSellerID   = "ALIPAY_SELLER_ID"  // optional: notifications must name this seller
 )
 
 // LoadConfig builds a Config from environment-style settings (pass
@@ -42,6 +43,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		AppID:     strings.TrimSpace(getenv(EnvAppID)),
 		BaseURL:   strings.TrimSpace(getenv(EnvBaseURL)),
 		NotifyURL: strings.TrimSpace(getenv(EnvNotifyURL)),
+		SellerID:  strings.TrimSpace(getenv(EnvSellerID)),
+	}
+	if cfg.SellerID != "" && !isPartnerID(cfg.SellerID) {
+		return Config{}, fmt.Errorf("%s: want 2088 followed by 12 digits", EnvSellerID)
 	}
 	if cfg.AppID == "" {
 		return Config{}, fmt.Errorf("%s is required", EnvAppID)
@@ -60,4 +65,18 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		return Config{}, err
 	}
 	return cfg, nil
+}
+
+// isPartnerID reports whether s looks like an Alipay partner (merchant) id:
+// 2088 followed by 12 digits.
+func isPartnerID(s string) bool {
+	if len(s) != 16 || !strings.HasPrefix(s, "2088") {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -94,6 +94,18 @@ func TestLoadConfigFromFakeEnv(t *testing.T) {
 			t.Errorf("without %s: %v", v, err)
 		}
 	}
+	envs[alipay.EnvSellerID] = " 2088000000000001 "
+	if cfg, err := alipay.LoadConfig(func(k string) string { return envs[k] }); err != nil || cfg.SellerID != "2088000000000001" {
+		t.Errorf("seller id: %q, %v", cfg.SellerID, err)
+	}
+	for _, v := range []string{"2088", "1088000000000001", "2088OOOOOOOOOOO1", "20880000000000011"} {
+		envs[alipay.EnvSellerID] = v
+		if _, err := alipay.LoadConfig(func(k string) string { return envs[k] }); err == nil || !strings.Contains(err.Error(), alipay.EnvSellerID) {
+			t.Errorf("seller id %q: %v", v, err)
+		}
+	}
+	delete(envs, alipay.EnvSellerID)
+
 	bad := filepath.Join(t.TempDir(), "bad.pem")
 	if err := os.WriteFile(bad, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)

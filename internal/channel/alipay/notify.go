@@ -71,6 +71,11 @@ func (c *Channel) notificationEvents(p url.Values) ([]channel.Event, error) {
 	if got := p.Get("app_id"); got != c.appID {
 		return nil, fmt.Errorf("%w: app_id %q is not ours", channel.ErrMalformed, clip(got))
 	}
+	// An app can be bound to another merchant's account: Alipay's guidance is
+	// to check the seller too, when we know who we are.
+	if got := p.Get("seller_id"); c.sellerID != "" && got != c.sellerID {
+		return nil, fmt.Errorf("%w: seller_id %q is not ours", channel.ErrMalformed, clip(got))
+	}
 	if nt := p.Get("notify_type"); nt != "" && nt != "trade_status_sync" {
 		// Not a trade notification (no other type is subscribed): nothing to do,
 		// and acknowledging stops pointless redeliveries.

@@ -254,6 +254,36 @@ func TestParseWebhookMalformed(t *testing.T) {
 	}
 }
 
+// With our seller id configured, a notification for another seller (an app
+// bound to someone else's account) is not ours; without it, app_id decides.
+func TestParseWebhookSeller(t *testing.T) {
+	e := setup(t, alipaytest.Options{}, func(c *alipay.Config) { c.SellerID = "2088000000000001" })
+	base := baseNotify(e.fake.AppID())
+	if _, err := e.ch.ParseWebhook(context.Background(), nil, e.fake.SignNotification(base)); err != nil {
+		t.Fatalf("our seller: %v", err)
+	}
+	for name, fields := range map[string]url.Values{
+		"other seller": with(base, "seller_id", "2088999999999999"),
+		"no seller":    with(base, "seller_id", "<del>"),
+	} {
+		if evs, err := e.ch.ParseWebhook(context.Background(), nil, e.fake.SignNotification(fields)); !errors.Is(err, channel.ErrMalformed) {
+			t.Errorf("%s: err = %v (events %+v), want ErrMalformed", name, err, evs)
+		}
+	}
+	anySeller := setup(t, alipaytest.Options{}, nil)
+	if _, err := anySeller.ch.ParseWebhook(context.Background(), nil, anySeller.fake.SignNotification(with(base, "seller_id", "2088999999999999"))); err != nil {
+		t.Errorf("no seller configured: %v", err)
+	}
+	if _, err := alipay.New(func() alipay.Config {
+		c := e.fake.Config()
+		c.NotifyURL = "https://x.example/n"
+		c.SellerID = "12345"
+		return c
+	}()); err == nil {
+		t.Error("New accepted a malformed SellerID")
+	}
+}
+
 func TestParseWebhookRejectsUnverified(t *testing.T) {
 	e := setup(t, alipaytest.Options{}, nil)
 	base := baseNotify(e.fake.AppID())
