@@ -109,8 +109,13 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		s.log.ErrorContext(c.Request().Context(), "request failed", "method", c.Request().Method,
 			"route", c.Path(), "request_id", requestID(c), "error", err)
 	}
-	if allow, ok := c.Get(echo.ContextKeyHeaderAllow).(string); ok && p.status == http.StatusMethodNotAllowed && allow != "" {
-		c.Response().Header().Set(echo.HeaderAllow, allow) // the router knows; the validator's 405 does not say
+	if allow, ok := c.Get(echo.ContextKeyHeaderAllow).(string); ok && p.status == http.StatusMethodNotAllowed {
+		// The router knows; the validator's 405 does not say. Echo lists
+		// OPTIONS for every path, but the API serves no OPTIONS (it answers 405
+		// too), so the header names only what would be served.
+		if allow = servedMethods(allow); allow != "" {
+			c.Response().Header().Set(echo.HeaderAllow, allow)
+		}
 	}
 	if p.status == http.StatusConflict && p.body["code"] == "idempotency_key_in_progress" {
 		c.Response().Header().Set("Retry-After", "1")
@@ -150,4 +155,15 @@ func requestID(c echo.Context) string {
 func jsonString(v any) string {
 	b, _ := json.Marshal(v)
 	return strings.Trim(string(b), `"`)
+}
+
+// servedMethods is an Allow header without OPTIONS.
+func servedMethods(allow string) string {
+	var served []string
+	for m := range strings.SplitSeq(allow, ",") {
+		if m = strings.TrimSpace(m); m != "" && m != http.MethodOptions {
+			served = append(served, m)
+		}
+	}
+	return strings.Join(served, ", ")
 }

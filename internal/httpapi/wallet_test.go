@@ -42,7 +42,9 @@ func TestWalletAndEntries(t *testing.T) {
 	require.JSONEq(t, `{"user_id":"u1","available":0,"held":0,"debt":0}`, string(r.Body))
 	r = h.Do("DELETE", "/v1/wallet", apptest.Req{Token: user}).RequireStatus(t, 405)
 	require.Equal(t, "method_not_allowed", r.Code())
-	require.Contains(t, r.Header.Get("Allow"), "GET")
+	require.Equal(t, "GET", r.Header.Get("Allow"), "only what is served")
+	r = h.Do("OPTIONS", "/v1/wallet", apptest.Req{Token: user}).RequireStatus(t, 405)
+	require.Equal(t, "GET", r.Header.Get("Allow"))
 
 	for i := range 5 {
 		credit(t, h, "u1", int64(10*(i+1)), fmt.Sprintf("o%d", i))
