@@ -443,6 +443,25 @@ func TestMonthlyPay(t *testing.T) {
 	avail, _, _ = h.Wallet("u1")
 	require.EqualValues(t, 60+10*980, avail)
 
+	// used up, or a limit lowered below what is used: nothing left, for
+	// any amount and when no amount is given
+	noAmount := func() map[string]any {
+		for _, it := range h.Do("GET", "/v1/channels", apptest.Req{Token: user}).RequireStatus(t, 200).JSON2() {
+			if it["channel"] == "monthly_pay" {
+				return it
+			}
+		}
+		t.Fatal("no monthly_pay")
+		return nil
+	}
+	for _, limit := range []int64{98600, 98000} {
+		setLine("u1", limit, "active").RequireStatus(t, 200)
+		it := noAmount()
+		require.Equal(t, "credit_insufficient", it["reason_code"], "limit %d", limit)
+		require.Equal(t, "Your monthly credit line has ¥0.00 left.", it["reason"])
+		require.Equal(t, "Your monthly credit line has ¥0.00 left.", eligibility(user, 100)["reason"])
+	}
+
 	// maintenance switches it off for everyone
 	h2 := apptest.New(t, func(c *config.Config) { c.ChannelsMaintenance = []string{"monthly_pay"} })
 	require.Equal(t, "channel_disabled", h2.Do("GET", "/v1/channels?amount_fen=600", apptest.Req{Token: h2.Token("u1", auth.RoleUser)}).

@@ -117,9 +117,12 @@ func check(l Line, ok bool, amountFen int64) channel.Eligibility {
 		return channel.Eligibility{ReasonCode: "credit_frozen", Reason: "Your monthly credit line is frozen."}
 	case l.Status == "overdue":
 		return channel.Eligibility{ReasonCode: "credit_overdue", Reason: "Your monthly credit line has an overdue bill; pay it to use the line again."}
-	case amountFen > 0 && l.LimitFen-l.UsedFen < amountFen:
+	}
+	// A lead may lower a limit below what is used: nothing is left then.
+	// Without an amount, a line with nothing left cannot pay any order.
+	if left := max(l.LimitFen-l.UsedFen, 0); left < max(amountFen, 1) {
 		return channel.Eligibility{ReasonCode: "credit_insufficient",
-			Reason: fmt.Sprintf("Your monthly credit line has ¥%d.%02d left.", (l.LimitFen-l.UsedFen)/100, (l.LimitFen-l.UsedFen)%100)}
+			Reason: fmt.Sprintf("Your monthly credit line has ¥%d.%02d left.", left/100, left%100)}
 	}
 	return channel.Eligibility{Available: true}
 }
