@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -109,6 +110,13 @@ func (s *Service) HandleEvent(ctx context.Context, chName string, ev channel.Eve
 			_, err := s.applyPayment(ctx, tx, &o, t, "channel:"+chName, closing)
 			return err
 		case channel.EventPaymentFailed, channel.EventPaymentClosed:
+			if o.Status == StatusFailed && ev.Type == channel.EventPaymentClosed {
+				// The channel closed what the failed attempt left open.
+				fin := &pgx.Batch{}
+				s.queueUnwatch(fin, &o, "channel:"+chName, "closed at the channel")
+				closing(fin, "stale")
+				return tx.SendBatch(ctx, fin).Close()
+			}
 			if o.Status != StatusPending {
 				return send(ctx, tx, closing, "stale") // forward only: a failure after payment changes nothing
 			}
@@ -157,10 +165,49 @@ func (s *Service) finish(ctx context.Context, tx pgx.Tx, o *Order, status, actor
 
 func (s *Service) queueFinish(b *pgx.Batch, o *Order, status, actor, note string) {
 	now := s.now().UTC()
-	b.Queue(`UPDATE orders SET status = $3, closed_at = $4, updated_at = $4, check_after = NULL
-		WHERE user_id = $1 AND id = $2`, o.UserID, o.ID, status, now)
+	// A failed payment attempt leaves the order open at its channel, where
+	// the payer may still pay it (another card, say): the worker goes on
+	// querying it, and closes it there at its expiry, so that a payment
+	// whose notification is lost is still found.
+	var checkAfter *time.Time
+	if status == StatusFailed {
+		next := minTime(now.Add(s.cfg.QueryAfter), o.ExpiresAt)
+		checkAfter = &next
+	}
+	b.Queue(`UPDATE orders SET status = $3, closed_at = $4, updated_at = $4, check_after = $5
+		WHERE user_id = $1 AND id = $2`, o.UserID, o.ID, status, now, checkAfter)
 	queueTimeline(b, s.newID(), o.UserID, o.ID, status, actor, note, now)
 	o.Status, o.ClosedAt, o.UpdatedAt = status, &now, now
+}
+
+// watched reports whether the pending-order worker still looks at an order
+// in this status: one that can still be paid at its channel.
+func watched(status string) bool { return status == StatusPending || status == StatusFailed }
+
+// closeUnpaid records that an unpaid order is closed at its channel: a
+// pending one closes here too; a failed one stays failed, and is no longer
+// watched.
+func (s *Service) closeUnpaid(ctx context.Context, tx pgx.Tx, o *Order, actor, note string) error {
+	if o.Status == StatusPending {
+		return s.finish(ctx, tx, o, StatusClosed, actor, note)
+	}
+	if !strings.HasPrefix(note, "closed at the channel") {
+		note = "closed at the channel: " + note
+	}
+	b := &pgx.Batch{}
+	s.queueUnwatch(b, o, actor, note)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("stop watching order %s: %w", o.ID, err)
+	}
+	return nil
+}
+
+// queueUnwatch ends the worker's watch of a failed order.
+func (s *Service) queueUnwatch(b *pgx.Batch, o *Order, actor, note string) {
+	now := s.now().UTC()
+	b.Queue(`UPDATE orders SET check_after = NULL, updated_at = $3 WHERE user_id = $1 AND id = $2`, o.UserID, o.ID, now)
+	queueTimeline(b, s.newID(), o.UserID, o.ID, o.Status, actor, note, now)
+	o.UpdatedAt = now
 }
 
 // FlagExternalRefund marks an order whose payment the channel reports
@@ -295,7 +342,7 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, t trade
 	note := fmt.Sprintf("paid by %s trade %s; %d diamonds credited", o.Channel, tradeNo, o.Diamonds)
 	outcome := "credited"
 	if late {
-		note += " (payment arrived after the order was closed)"
+		note += fmt.Sprintf(" (payment arrived after the order was %s)", o.Status)
 		outcome = "credited_late"
 	}
 	fin.Queue(`
@@ -406,7 +453,7 @@ func (s *Service) close(ctx context.Context, o Order, actor, note string) error 
 		// with support.
 		return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
 			cur, err := Lock(ctx, tx, o.UserID, o.ID)
-			if err != nil || cur.Status != StatusPending {
+			if err != nil || !watched(cur.Status) {
 				return err
 			}
 			switch {
@@ -417,7 +464,7 @@ func (s *Service) close(ctx context.Context, o Order, actor, note string) error 
 			default:
 				return nil
 			}
-			return s.finish(ctx, tx, &cur, StatusClosed, actor, note)
+			return s.closeUnpaid(ctx, tx, &cur, actor, note)
 		})
 	}
 	if err != nil {
@@ -426,10 +473,10 @@ func (s *Service) close(ctx context.Context, o Order, actor, note string) error 
 	}
 	return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
 		cur, err := Lock(ctx, tx, o.UserID, o.ID)
-		if err != nil || cur.Status != StatusPending {
+		if err != nil || !watched(cur.Status) {
 			return err // paid (or closed) meanwhile: nothing to close
 		}
-		return s.finish(ctx, tx, &cur, StatusClosed, actor, note)
+		return s.closeUnpaid(ctx, tx, &cur, actor, note)
 	})
 }
 
@@ -454,10 +501,10 @@ func (s *Service) reconcile(ctx context.Context, ch channel.Channel, o Order) er
 	case channel.PaymentClosed:
 		return postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
 			cur, err := Lock(ctx, tx, o.UserID, o.ID)
-			if err != nil || cur.Status != StatusPending {
+			if err != nil || !watched(cur.Status) {
 				return err
 			}
-			return s.finish(ctx, tx, &cur, StatusClosed, "channel:"+o.Channel, "closed at the channel (found by query)")
+			return s.closeUnpaid(ctx, tx, &cur, "channel:"+o.Channel, "closed at the channel (found by query)")
 		})
 	}
 	return nil
@@ -484,7 +531,7 @@ func (s *Service) ProcessPending(ctx context.Context, batch int) (int, bool, err
 	rows, err := s.pool.Query(ctx, `
 		WITH due AS (
 			SELECT user_id AS due_user, id AS due_id FROM orders
-			 WHERE status = 'pending' AND check_after <= $1
+			 WHERE check_after <= $1 AND status IN ('pending', 'failed')
 			 ORDER BY check_after LIMIT $3 FOR UPDATE SKIP LOCKED
 		)
 		UPDATE orders SET check_after = $2 FROM due
@@ -529,7 +576,7 @@ func (s *Service) claimPending(ctx context.Context, k orderKey, held time.Time) 
 	lease = pendingLeaseFrom(now)
 	o, err = scanOrder(s.pool.QueryRow(ctx, `
 		UPDATE orders SET check_after = $3
-		 WHERE user_id = $1 AND id = $2 AND status = 'pending'
+		 WHERE user_id = $1 AND id = $2 AND status IN ('pending', 'failed')
 		   AND (check_after <= $4 OR check_after = $5)
 		RETURNING `+orderColumns, k.UserID, k.ID, lease, now, held))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -573,7 +620,7 @@ func (s *Service) processPending(ctx context.Context, o Order, now, lease time.T
 	// is done, so the whole lease covered it; and only if the lease is
 	// still ours.
 	_, err = s.pool.Exec(ctx, `UPDATE orders SET check_after = expires_at
-		WHERE user_id = $1 AND id = $2 AND status = 'pending' AND check_after = $3`, o.UserID, o.ID, lease)
+		WHERE user_id = $1 AND id = $2 AND status IN ('pending', 'failed') AND check_after = $3`, o.UserID, o.ID, lease)
 	if err != nil {
 		return fmt.Errorf("reschedule order %s at its expiry: %w", o.ID, err)
 	}

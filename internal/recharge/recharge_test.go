@@ -489,6 +489,13 @@ func (q *queryable) QueryPayment(_ context.Context, id string) (channel.PaymentS
 	return channel.PaymentStatus{State: channel.PaymentPending}, nil
 }
 
+// pay makes the channel report the order paid by trade.
+func (q *queryable) pay(id, trade string, fen int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.paid[id] = channel.PaymentStatus{State: channel.PaymentPaid, TradeNo: trade, AmountFen: fen}
+}
+
 func (q *queryable) ClosePayment(_ context.Context, id string) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -518,9 +525,7 @@ func TestPendingWorker(t *testing.T) {
 	paidLate := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p980"}, "pl")["id"].(string)
 
 	// the channel took the money but its webhook never came
-	fake.mu.Lock()
-	fake.paid[lost] = channel.PaymentStatus{State: channel.PaymentPaid, TradeNo: "T-lost", AmountFen: 600}
-	fake.mu.Unlock()
+	fake.pay(lost, "T-lost", 600)
 	h.RunWorkers()
 	avail, _, _ := h.Wallet("u1")
 	require.Zero(t, avail, "not queried before PENDING_QUERY_AFTER")
@@ -537,9 +542,7 @@ func TestPendingWorker(t *testing.T) {
 
 	// expiry: closed at the channel and here, not credited; an order the
 	// channel reports paid at expiry is credited instead
-	fake.mu.Lock()
-	fake.paid[paidLate] = channel.PaymentStatus{State: channel.PaymentPaid, TradeNo: "T-pl", AmountFen: 9800}
-	fake.mu.Unlock()
+	fake.pay(paidLate, "T-pl", 9800)
 	h.Clock.Advance(13 * time.Minute)
 	h.RunWorkers()
 	support := h.Token("agent", auth.RoleSupport)
@@ -551,6 +554,59 @@ func TestPendingWorker(t *testing.T) {
 	avail, _, _ = h.Wallet("u1")
 	require.EqualValues(t, 60+980, avail)
 	require.Equal(t, http.StatusOK, h.Do("GET", "/v1/recharges/"+expiring, apptest.Req{Token: user}).Status)
+	h.RequireClean()
+}
+
+// A failed payment attempt leaves the order open at its channel, where the
+// payer may still pay it: the worker goes on querying a failed order and
+// closes it at the channel at its expiry, so a payment whose notification
+// is lost is still credited, whether the query or the close finds it.
+func TestFailedOrderWatchedUntilClosed(t *testing.T) {
+	t.Parallel()
+	h, fake := withQueryable(t)
+	user := h.Token("u1", auth.RoleUser)
+	support := h.Token("agent", auth.RoleSupport)
+	fail := func(key string) string {
+		id := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, key)["id"].(string)
+		require.Equal(t, 200, h.Webhook(map[string]any{"event_id": "f-" + key, "type": "payment.failed", "order_id": id, "reason": "bank declined"}).Status)
+		return id
+	}
+	paidByQuery, paidAtExpiry, neverPaid := fail("q"), fail("x"), fail("n")
+	admin := func(id string) map[string]any {
+		return h.Do("GET", "/v1/admin/recharges/"+id, apptest.Req{Token: support}).RequireStatus(t, 200).JSON()
+	}
+	require.Equal(t, "failed", admin(neverPaid)["status"])
+
+	// paid with another card; its notification is lost
+	fake.pay(paidByQuery, "T-q2", 600)
+	h.Clock.Advance(3 * time.Minute)
+	h.RunWorkers()
+	o := admin(paidByQuery)
+	require.Equal(t, "paid", o["status"], "found by the query")
+	require.Contains(t, o["flags"], "late_payment")
+	avail, _, _ := h.Wallet("u1")
+	require.EqualValues(t, 60, avail)
+	require.Equal(t, "failed", admin(paidAtExpiry)["status"])
+
+	// at expiry each is closed at the channel; one turns out paid
+	fake.pay(paidAtExpiry, "T-x2", 600)
+	h.Clock.Advance(13 * time.Minute)
+	h.RunWorkers()
+	require.Equal(t, "paid", admin(paidAtExpiry)["status"])
+	avail, _, _ = h.Wallet("u1")
+	require.EqualValues(t, 120, avail)
+	n := admin(neverPaid)
+	require.Equal(t, "failed", n["status"], "a failed order stays failed")
+	require.Contains(t, fake.closed, neverPaid)
+	timeline := n["timeline"].([]any)
+	require.Contains(t, timeline[len(timeline)-1].(map[string]any)["note"], "closed at the channel")
+
+	// and is not looked at again
+	closes := len(fake.closed)
+	h.Clock.Advance(time.Hour)
+	h.RunWorkers()
+	require.Len(t, fake.closed, closes)
+	require.Equal(t, 0, count(t, h, `SELECT count(*) FROM orders WHERE check_after IS NOT NULL`))
 	h.RequireClean()
 }
 
