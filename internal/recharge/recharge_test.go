@@ -576,6 +576,10 @@ func TestFailedOrderWatchedUntilClosed(t *testing.T) {
 		return h.Do("GET", "/v1/admin/recharges/"+id, apptest.Req{Token: support}).RequireStatus(t, 200).JSON()
 	}
 	require.Equal(t, "failed", admin(neverPaid)["status"])
+	// a channel that closes the order itself ends the watch
+	closedThere := fail("c")
+	require.Equal(t, 200, h.Webhook(map[string]any{"event_id": "c-c", "type": "payment.closed", "order_id": closedThere}).Status)
+	require.Equal(t, "failed", admin(closedThere)["status"])
 
 	// paid with another card; its notification is lost
 	fake.pay(paidByQuery, "T-q2", 600)
@@ -598,6 +602,7 @@ func TestFailedOrderWatchedUntilClosed(t *testing.T) {
 	n := admin(neverPaid)
 	require.Equal(t, "failed", n["status"], "a failed order stays failed")
 	require.Contains(t, fake.closed, neverPaid)
+	require.NotContains(t, fake.closed, closedThere, "no longer watched")
 	timeline := n["timeline"].([]any)
 	require.Contains(t, timeline[len(timeline)-1].(map[string]any)["note"], "closed at the channel")
 
