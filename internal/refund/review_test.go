@@ -204,6 +204,39 @@ func TestAllowDebtSettlementTakesAvailableFirst(t *testing.T) {
 	require.False(t, w[0] > 0 && w[2] > 0, "available %d and debt %d at once", w[0], w[2])
 }
 
+// A user's refund that holds diamonds is not paid out while the user owes
+// diamonds: an agent's allow_debt refund of another order settled after it
+// was accepted. It fails before reaching the channel, and what it held pays
+// the debt, as a recharge would; had it been sent first, the allow_debt
+// settlement would have found those diamonds available instead.
+func TestRefundHeldWhileInDebtPaysTheDebt(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	a := f.paidOrder(t, 1000) // 100 diamonds, all spent
+	f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "s", Body: map[string]any{"user_id": "u1", "diamonds": 100, "reference": "g"}}).RequireStatus(t, 201)
+	ag := f.Do("POST", "/v1/admin/refunds", apptest.Req{Token: f.agent, Key: "a",
+		Body: map[string]any{"order_id": a, "user_id": "u1", "reason_code": "minor_recharge", "clawback": "allow_debt"}}).RequireStatus(t, 201).JSON()
+	aid := ag["id"].(string)
+	f.Do("POST", "/v1/admin/refunds/"+aid+"/approve", apptest.Req{Token: f.agent2, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
+
+	b := f.paidOrder(t, 700) // 70 diamonds, held at once for the user's refund
+	bid := f.refund(t, f.user, "b", map[string]any{"order_id": b, "reason_code": "other"}).RequireStatus(t, 201).JSON()["id"].(string)
+	require.Equal(t, [3]int64{0, 70, 0}, f.wallet(t))
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "a-ok", "type": "refund.succeeded", "refund_id": aid}).Status)
+	require.Equal(t, [3]int64{0, 70, 100}, f.wallet(t))
+
+	f.Do("POST", "/v1/admin/refunds/"+bid+"/approve", apptest.Req{Token: f.agent, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
+	f.RunWorkers()
+	got := f.Do("GET", "/v1/admin/refunds/"+bid, apptest.Req{Token: f.agent}).RequireStatus(t, 200).JSON()
+	require.Equal(t, "failed", got["status"], "never sent while the user owes diamonds")
+	require.Contains(t, got["failure_reason"], "owes 100 diamonds")
+	require.Equal(t, [3]int64{0, 0, 30}, f.wallet(t), "the held diamonds paid the debt")
+	// the channel was never asked: a refund notification for it changes nothing
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "b-ok", "type": "refund.succeeded", "refund_id": bid}).Status)
+	require.Equal(t, [3]int64{0, 0, 30}, f.wallet(t))
+	f.RequireClean()
+}
+
 // reopen after rejection, then a channel failure;
 // then a new refund of the same order succeeds. Every hold and release has
 // its own reference and the ledger stays clean.
