@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"reflect"
 	"strconv"
 	"strings"
@@ -126,6 +127,12 @@ func Load() (Config, error) {
 	if err != nil {
 		return Config{}, explain(err)
 	}
+	// "sandbox, monthly_pay" means what it says.
+	for _, list := range [][]string{c.Channels, c.ChannelsMaintenance} {
+		for i := range list {
+			list[i] = strings.TrimSpace(list[i])
+		}
+	}
 	return c, c.Validate()
 }
 
@@ -178,8 +185,20 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("CHANNELS_MAINTENANCE: %q is not in CHANNELS", ch))
 		}
 	}
+	// Where channels send notifications: checked here so that a typo names
+	// its variable, not the adapter's field it ends up in.
+	for name, u := range map[string]string{"PUBLIC_BASE_URL": c.PublicBaseURL,
+		"ALIPAY_NOTIFY_URL": c.AlipayNotifyURL, "WECHATPAY_NOTIFY_URL": c.WechatpayNotifyURL} {
+		if p, err := url.Parse(u); u != "" && (err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "") {
+			errs = append(errs, fmt.Errorf("%s %q must be an absolute http(s) URL", name, u))
+		}
+	}
 	if seen["sandbox"] && c.SandboxWebhookSecret == "" {
 		errs = append(errs, errors.New("SANDBOX_WEBHOOK_SECRET is required when the sandbox channel is in CHANNELS"))
+	}
+	// It authorises crediting diamonds, as JWT_SECRET authorises roles.
+	if c.SandboxWebhookSecret != "" && len(c.SandboxWebhookSecret) < 16 {
+		errs = append(errs, errors.New("SANDBOX_WEBHOOK_SECRET must be at least 16 characters"))
 	}
 	if c.DiamondsPerYuan <= 0 || c.DiamondsPerYuan > 100 {
 		errs = append(errs, errors.New("DIAMONDS_PER_YUAN must be between 1 and 100"))
@@ -203,6 +222,18 @@ func (c Config) Validate() error {
 	}
 	if c.ReviewThresholdFen <= 0 {
 		errs = append(errs, errors.New("REVIEW_THRESHOLD_FEN must be positive"))
+	}
+	// 0 switches a risk rule off (risk.Thresholds); a negative value is a
+	// typo that would do the same silently.
+	if c.RiskDuplicateWindow < 0 || c.RiskBurstWindow < 0 {
+		errs = append(errs, errors.New("RISK_DUPLICATE_WINDOW and RISK_BURST_WINDOW must be 0 (off) or positive durations"))
+	}
+	riskNumbers := map[string]int64{"RISK_BURST_COUNT": int64(c.RiskBurstCount), "RISK_UNUSUAL_MULTIPLE": c.RiskUnusualMultiple,
+		"RISK_UNUSUAL_MIN_FEN": c.RiskUnusualMinFen, "RISK_FIRST_RECHARGE_MIN_FEN": c.RiskFirstRechargeMinFen}
+	for name, n := range riskNumbers {
+		if n < 0 {
+			errs = append(errs, fmt.Errorf("%s must be 0 (off) or positive", name))
+		}
 	}
 	if c.RateLimitRechargePerMin < 0 || c.RateLimitRefundPerMin < 0 {
 		errs = append(errs, errors.New("RATE_LIMIT_RECHARGE_PER_MIN and RATE_LIMIT_REFUND_PER_MIN must be 0 (off) or positive"))

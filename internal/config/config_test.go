@@ -99,3 +99,65 @@ func TestNumbersStrict(t *testing.T) {
 		})
 	}
 }
+
+// 0 turns a risk rule off; a negative value is refused rather than doing
+// the same silently.
+func TestRiskThresholds(t *testing.T) {
+	for _, name := range []string{"RISK_DUPLICATE_WINDOW", "RISK_BURST_WINDOW", "RISK_BURST_COUNT",
+		"RISK_UNUSUAL_MULTIPLE", "RISK_UNUSUAL_MIN_FEN", "RISK_FIRST_RECHARGE_MIN_FEN"} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/diamondd")
+			t.Setenv("JWT_SECRET", "config-test-secret-0123")
+			value := "-3"
+			if strings.HasSuffix(name, "_WINDOW") {
+				value = "-1m"
+			}
+			t.Setenv(name, "0")
+			_, err := config.Load()
+			require.NoError(t, err, "0 is off")
+			t.Setenv(name, value)
+			_, err = config.Load()
+			require.ErrorContains(t, err, name)
+		})
+	}
+}
+
+// Lists read from the environment are trimmed around their commas.
+func TestChannelListsTrimmed(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/diamondd")
+	t.Setenv("JWT_SECRET", "config-test-secret-0123")
+	t.Setenv("SANDBOX_WEBHOOK_SECRET", "sandbox-test-secret")
+	t.Setenv("CHANNELS", "sandbox, monthly_pay")
+	t.Setenv("CHANNELS_MAINTENANCE", " monthly_pay")
+	c, err := config.Load()
+	require.NoError(t, err)
+	require.Equal(t, []string{"sandbox", "monthly_pay"}, c.ChannelList())
+	require.Equal(t, []string{"monthly_pay"}, c.ChannelsMaintenance)
+}
+
+// A notify URL that is not an absolute http(s) URL is refused under its
+// own variable's name.
+func TestNotifyURLs(t *testing.T) {
+	for _, name := range []string{"PUBLIC_BASE_URL", "ALIPAY_NOTIFY_URL", "WECHATPAY_NOTIFY_URL"} {
+		for _, bad := range []string{"diamondd.example.com", "ftp://diamondd.example.com", "https://"} {
+			t.Run(name+"="+bad, func(t *testing.T) {
+				t.Setenv("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/diamondd")
+				t.Setenv("JWT_SECRET", "config-test-secret-0123")
+				t.Setenv(name, "https://diamondd.example.com")
+				_, err := config.Load()
+				require.NoError(t, err)
+				t.Setenv(name, bad)
+				_, err = config.Load()
+				require.ErrorContains(t, err, name)
+			})
+		}
+	}
+}
+
+func TestSandboxSecretLength(t *testing.T) {
+	c := valid()
+	c.SandboxWebhookSecret = "short"
+	require.ErrorContains(t, c.Validate(), "SANDBOX_WEBHOOK_SECRET must be at least 16")
+	c.SandboxWebhookSecret = "sixteen-chars-ok"
+	require.NoError(t, c.Validate())
+}
