@@ -441,7 +441,10 @@ func (s *Service) Cancel(ctx context.Context, userID string, id uuid.UUID) (Orde
 func (s *Service) close(ctx context.Context, o Order, actor, note string) error {
 	ch, err := s.channels.Get(o.Channel)
 	if err != nil {
-		return fmt.Errorf("order %s: channel %s: %w", o.ID, o.Channel, err)
+		// Taken out of CHANNELS while it still had open orders: only the
+		// channel can say whether they were paid, once it is back.
+		s.log.ErrorContext(ctx, "the order's channel is not configured", "order", o.ID, "channel", o.Channel)
+		return fault.New(fault.Unavailable, "channel_error", "the payment channel of this order is not available; try again later")
 	}
 	err = ch.ClosePayment(ctx, o.ID.String())
 	if errors.Is(err, channel.ErrAlreadyPaid) {

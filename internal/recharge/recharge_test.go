@@ -615,6 +615,27 @@ func TestFailedOrderWatchedUntilClosed(t *testing.T) {
 	h.RequireClean()
 }
 
+// A channel taken out of CHANNELS while it still has open orders: cancelling
+// one is a 503 to try again later, not a 500, and the worker leaves them
+// pending (only the channel can say whether they were paid) until the
+// channel is back.
+func TestOrderOfARemovedChannel(t *testing.T) {
+	t.Parallel()
+	h := apptest.New(t)
+	user := h.Token("u1", auth.RoleUser)
+	id := h.Recharge(user, map[string]any{"channel": "sandbox", "package_id": "p60"}, "k")["id"].(string)
+	without := h.ReplicaWith(func(c *config.Config) { c.Channels = []string{"monthly_pay"} })
+	r := without.Do("POST", "/v1/recharges/"+id+"/cancel", apptest.Req{Token: user})
+	require.Equal(t, "channel_error", r.RequireStatus(t, 503).Code())
+	h.Clock.Advance(20 * time.Minute)
+	without.RunWorkers()
+	require.Equal(t, "pending", without.Do("GET", "/v1/recharges/"+id, apptest.Req{Token: user}).RequireStatus(t, 200).JSON()["status"])
+
+	h.Clock.Advance(2 * time.Minute) // past the lease
+	h.RunWorkers()
+	require.Equal(t, "closed", h.Do("GET", "/v1/recharges/"+id, apptest.Req{Token: user}).RequireStatus(t, 200).JSON()["status"])
+}
+
 // Order creation takes one round trip when the key is fresh
 // (idempotency.Once); everything else falls back to the general path. Over
 // HTTP: 20 requests with one key at once create one order, and each is

@@ -288,13 +288,30 @@ func (h *Harness) Replica() *Harness {
 // the clocks of two machines are never quite the same.
 func (h *Harness) SkewedReplica(skew time.Duration) *Harness {
 	h.T.Helper()
-	a, err := app.New(context.Background(), h.Config, app.Options{Pool: h.Pool, ValidateResponses: true,
+	return h.replica(skew, h.Config)
+}
+
+// ReplicaWith is a Replica started with its configuration edited, as a
+// deploy that changes a setting meets the orders of the one before.
+func (h *Harness) ReplicaWith(edit ...func(*config.Config)) *Harness {
+	h.T.Helper()
+	cfg := h.Config
+	for _, e := range edit {
+		e(&cfg)
+	}
+	require.NoError(h.T, cfg.Validate())
+	return h.replica(0, cfg)
+}
+
+func (h *Harness) replica(skew time.Duration, cfg config.Config) *Harness {
+	h.T.Helper()
+	a, err := app.New(context.Background(), cfg, app.Options{Pool: h.Pool, ValidateResponses: true,
 		Now: func() time.Time { return h.Clock.Now().Add(skew) }})
 	require.NoError(h.T, err)
 	srv := httptest.NewServer(a.Echo)
 	h.T.Cleanup(srv.Close)
 	h.T.Cleanup(a.Close)
 	r := *h
-	r.App, r.URL = a, srv.URL
+	r.App, r.URL, r.Config = a, srv.URL, cfg
 	return &r
 }
