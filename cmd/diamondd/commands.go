@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/diamondd/diamondd/internal/app"
@@ -36,64 +36,135 @@ func openDatabase(ctx context.Context) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
-func migrate(ctx context.Context, args []string) error {
-	if len(args) != 1 || (args[0] != "up" && args[0] != "status") {
-		return errUsage
+const migrateUsage = `usage: diamondd migrate up       apply pending migrations to DATABASE_URL
+       diamondd migrate status   list migrations and whether each is applied
+
+Several processes may run migrate up at once: the others wait, then find
+nothing to do.
+`
+
+func migrate(ctx context.Context, args []string, out io.Writer) error {
+	f := newFlags("migrate", migrateUsage)
+	pos, err := f.parse(args, out, "up or status")
+	if err != nil {
+		return err
+	}
+	if pos[0] != "up" && pos[0] != "status" {
+		return f.fail("unknown migrate command %q", pos[0])
 	}
 	pool, err := openDatabase(ctx)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if args[0] == "status" {
+	if pos[0] == "status" {
 		lines, err := postgres.MigrationStatus(ctx, pool)
 		for _, l := range lines {
-			fmt.Println(l)
+			fmt.Fprintln(out, l)
 		}
 		return err
 	}
 	applied, err := postgres.Migrate(ctx, pool)
 	for _, a := range applied {
-		fmt.Println("applied", a)
+		fmt.Fprintln(out, "applied", a)
 	}
 	if err == nil && len(applied) == 0 {
-		fmt.Println("no pending migrations")
+		fmt.Fprintln(out, "no pending migrations")
 	}
 	return err
 }
 
-func token(args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	sub := fs.String("sub", "", "subject: the user id, agent id or service name")
-	role := fs.String("role", "user", "user | support | support_lead | service")
-	ttl := fs.Duration("ttl", time.Hour, "lifetime")
-	birthdate := fs.String("birthdate", "", "YYYY-MM-DD (optional)")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+const tokenUsage = `usage: diamondd token --sub ID [--role user] [--ttl 1h] [--birthdate YYYY-MM-DD]
+
+Prints a JWT (HS256) signed with JWT_SECRET, for development and tests. It
+carries iss and aud from JWT_ISSUER and JWT_AUDIENCE when those are set, as
+serve then requires them.
+`
+
+// token prints a token that serve, configured from the same environment,
+// accepts at now: whatever it would refuse is refused here.
+func token(args []string, out io.Writer, now time.Time) error {
+	f := newFlags("token", tokenUsage)
+	sub := f.String("sub", "", "subject: the user id, agent id or service name (required)")
+	role := f.String("role", "user", "user | support | support_lead | service")
+	ttl := f.Duration("ttl", time.Hour, "lifetime (positive)")
+	birthdate := f.String("birthdate", "", "the user's birth date, YYYY-MM-DD, not after today in Beijing (optional)")
+	if _, err := f.parse(args, out); err != nil {
+		return err
+	}
+	if *sub == "" {
+		return f.fail("--sub is required")
+	}
+	switch auth.Role(*role) {
+	case auth.RoleUser, auth.RoleSupport, auth.RoleSupportLead, auth.RoleService:
+	default:
+		return f.fail("--role %q: must be user, support, support_lead or service", *role)
+	}
+	if *ttl <= 0 {
+		return f.fail("--ttl %s: must be positive (the token would be expired already)", *ttl)
+	}
+	if *birthdate != "" {
+		b, err := time.Parse(time.DateOnly, *birthdate)
+		if err != nil {
+			return f.fail("--birthdate %q: must be YYYY-MM-DD", *birthdate)
+		}
+		// The server refuses a birthdate after today's date in Beijing,
+		// the calendar ages are counted on.
+		y, m, d := now.In(beijing).Date()
+		if today := time.Date(y, m, d, 0, 0, 0, 0, time.UTC); b.After(today) {
+			return f.fail("--birthdate %s: is after today (%s in Beijing)", *birthdate, today.Format(time.DateOnly))
+		}
 	}
 	secret := os.Getenv("JWT_SECRET")
 	if secret == "" {
 		return errors.New("JWT_SECRET is required to sign a token")
 	}
-	if *sub == "" {
-		return errors.New("--sub is required")
+	if len(secret) < minJWTSecret {
+		return fmt.Errorf("JWT_SECRET must be at least %d characters: serve refuses a shorter one", minJWTSecret)
 	}
-	switch auth.Role(*role) {
-	case auth.RoleUser, auth.RoleSupport, auth.RoleSupportLead, auth.RoleService:
-	default:
-		return fmt.Errorf("--role %q: must be user, support, support_lead or service", *role)
-	}
-	if *birthdate != "" {
-		if _, err := time.Parse(time.DateOnly, *birthdate); err != nil {
-			return fmt.Errorf("--birthdate %q: must be YYYY-MM-DD", *birthdate)
-		}
-	}
-	tok, err := auth.Sign([]byte(secret), auth.Principal{Subject: *sub, Role: auth.Role(*role), Birthdate: *birthdate}, *ttl, time.Now())
+	p := auth.Principal{Subject: *sub, Role: auth.Role(*role), Birthdate: *birthdate}
+	tok, err := signToken(secret, os.Getenv("JWT_ISSUER"), os.Getenv("JWT_AUDIENCE"), p, *ttl, now)
 	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintln(out, tok)
 	return err
+}
+
+// minJWTSecret is the shortest JWT_SECRET the configuration accepts.
+const minJWTSecret = 16
+
+// beijing is the time zone the server counts ages in (no daylight saving).
+var beijing = time.FixedZone("CST", 8*60*60)
+
+// tokenClaims are auth's claims (auth.Sign's), plus iss and aud.
+type tokenClaims struct {
+	jwt.RegisteredClaims
+	Role      auth.Role `json:"role"`
+	Birthdate string    `json:"birthdate,omitempty"`
+}
+
+// signToken is auth.Sign with iss and aud, which serve checks when
+// JWT_ISSUER and JWT_AUDIENCE are set; empty ones are left out.
+func signToken(secret, issuer, audience string, p auth.Principal, ttl time.Duration, now time.Time) (string, error) {
+	c := tokenClaims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    issuer,
+			Subject:   p.Subject,
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+		},
+		Role:      p.Role,
+		Birthdate: p.Birthdate,
+	}
+	if audience != "" {
+		c.Audience = jwt.ClaimStrings{audience}
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(secret))
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	return s, nil
 }
 
 func verify(ctx context.Context, out io.Writer) error {

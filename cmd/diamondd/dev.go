@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"time"
@@ -20,23 +21,23 @@ const (
 	devSandboxSecret = "dev-sandbox-secret"
 )
 
-// dev runs the service on embedded defaults: a throwaway PostgreSQL from the
-// system's binaries (unless DATABASE_URL is set), migrations applied, the
-// sandbox channel, and demo tokens printed for each role.
-func dev(ctx context.Context, args []string) error {
-	if len(args) != 0 {
-		return errUsage
+const devUsage = `usage: diamondd dev
+
+Runs the service on embedded defaults, for development only: a throwaway
+PostgreSQL from the system's binaries (unless DATABASE_URL is set), migrations
+applied, the sandbox channel, published dev secrets, and demo tokens printed
+for each role. It listens on 127.0.0.1:8080 unless HTTP_ADDR says otherwise.
+Every other setting comes from the environment (README.md).
+`
+
+// dev runs the service as devUsage says.
+func dev(ctx context.Context, args []string, out io.Writer) error {
+	if _, err := newFlags("dev", devUsage).parse(args, out); err != nil {
+		return err
 	}
-	setDefault := func(k, v string) {
-		if os.Getenv(k) == "" {
-			os.Setenv(k, v)
-		}
-	}
-	setDefault("JWT_SECRET", devJWTSecret)
-	setDefault("SANDBOX_WEBHOOK_SECRET", devSandboxSecret)
-	setDefault("LOG_LEVEL", "info")
+	setDevDefaults()
 	if os.Getenv("DATABASE_URL") == "" {
-		fmt.Println("starting a throwaway PostgreSQL (data is removed on exit)...")
+		fmt.Fprintln(out, "starting a throwaway PostgreSQL (data is removed on exit)...")
 		srv, err := pgserver.Start(ctx)
 		if errors.Is(err, pgserver.ErrNoBinaries) {
 			return fmt.Errorf("%w\n(or set DATABASE_URL to an existing database)", err)
@@ -60,9 +61,10 @@ func dev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("database %s: %d migration(s) applied\n", cfg.DatabaseURL, len(applied))
+	// The URL stands alone between spaces, so that a double click copies it.
+	fmt.Fprintf(out, "database: %s (%s applied)\n", cfg.DatabaseURL, plural(len(applied), "migration"))
 
-	fmt.Println("\ndemo tokens (valid 24h):")
+	fmt.Fprintln(out, "\ndemo tokens (valid 24h):")
 	for _, p := range []auth.Principal{
 		{Subject: "demo-user", Role: auth.RoleUser},
 		{Subject: "demo-minor", Role: auth.RoleUser, Birthdate: time.Now().AddDate(-12, 0, 0).Format(time.DateOnly)},
@@ -70,17 +72,41 @@ func dev(ctx context.Context, args []string) error {
 		{Subject: "lead-1", Role: auth.RoleSupportLead},
 		{Subject: "gift-service", Role: auth.RoleService},
 	} {
-		tok, err := auth.Sign([]byte(cfg.JWTSecret), p, 24*time.Hour, time.Now())
+		tok, err := signToken(cfg.JWTSecret, cfg.JWTIssuer, cfg.JWTAudience, p, 24*time.Hour, time.Now())
 		if err != nil {
 			return err
 		}
-		fmt.Printf("  %-13s %-12s %s\n", p.Role, p.Subject, tok)
+		fmt.Fprintf(out, "  %-13s %-12s %s\n", p.Role, p.Subject, tok)
 	}
-	fmt.Printf("\nsandbox webhook secret: %s\n\n", os.Getenv("SANDBOX_WEBHOOK_SECRET"))
+	fmt.Fprintf(out, "\nsandbox webhook secret: %s\n\n", os.Getenv("SANDBOX_WEBHOOK_SECRET"))
 	return serve(ctx, cfg, newLogger(cfg.LogLevel), func(addr string) {
 		if _, port, err := net.SplitHostPort(addr); err == nil {
 			addr = "localhost:" + port
 		}
-		fmt.Printf("diamondd dev is serving on http://%s (Ctrl-C stops it)\n", addr)
+		fmt.Fprintf(out, "diamondd dev is serving on http://%s (Ctrl-C stops it)\n", addr)
 	})
+}
+
+// setDevDefaults fills in what dev needs and the environment leaves unset.
+// Its secrets are published, so it listens on loopback only unless
+// HTTP_ADDR says otherwise.
+func setDevDefaults() {
+	for k, v := range map[string]string{
+		"JWT_SECRET":             devJWTSecret,
+		"SANDBOX_WEBHOOK_SECRET": devSandboxSecret,
+		"LOG_LEVEL":              "info",
+		"HTTP_ADDR":              "127.0.0.1:8080",
+	} {
+		if os.Getenv(k) == "" {
+			os.Setenv(k, v)
+		}
+	}
+}
+
+// plural is "1 migration", "5 migrations".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

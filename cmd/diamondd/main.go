@@ -8,17 +8,22 @@
 //	diamondd dev              everything on embedded defaults
 //	diamondd sandbox pay ...  play the sandbox channel: signed payment and refund webhooks
 //
-// Configuration comes from the environment; see README.md.
+// Each command's -h/--help prints its own usage. Configuration comes from
+// the environment; see README.md.
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -26,29 +31,40 @@ import (
 	"github.com/diamondd/diamondd/internal/platform/redisx"
 )
 
-const usage = `usage: diamondd <command>
+const usage = `usage: diamondd <command> [arguments]
 
 commands:
-  serve            run the HTTP API and background workers
-  migrate up       apply pending database migrations
-  migrate status   list migrations and whether they are applied
-  token            print a dev JWT: token --sub u1 --role user [--ttl 1h] [--birthdate 2012-01-01]
-  ledger verify    check every ledger invariant; exit 1 with a report on any discrepancy, 3 if it cannot run
-  dev              run on embedded defaults: a throwaway PostgreSQL, demo tokens, the sandbox channel
-  sandbox pay ORDER_ID --amount FEN [--url URL]    simulate a sandbox payment (signed webhook)
-  sandbox refund REFUND_ID [--failed]              settle a sandbox refund
+  serve                 run the HTTP API and background workers (migrate the database first)
+  migrate up            apply pending database migrations
+  migrate status        list migrations and whether they are applied
+  token --sub ID        print a dev JWT signed with JWT_SECRET (iss, aud from JWT_ISSUER, JWT_AUDIENCE)
+  ledger verify         check every ledger invariant; exit 1 with a report on any discrepancy, 3 if it cannot run
+  dev                   run on embedded defaults: a throwaway PostgreSQL, demo tokens, the sandbox channel
+  sandbox pay|fail|refund ID [flags]
+                        play the sandbox channel: post a signed payment or refund webhook
+
+Run 'diamondd <command> --help' for a command's usage. Configuration comes from the environment (README.md).
 `
 
-// errUsage ends the program with the usage text and status 2.
+// errUsage matches (errors.Is) every command line the program does not
+// understand.
 var errUsage = errors.New("usage")
+
+// usageError says what is wrong with a command line and carries the usage
+// of the command at fault; main prints both and exits 2.
+type usageError struct{ why, usage string }
+
+func (e *usageError) Error() string        { return e.why }
+func (e *usageError) Is(target error) bool { return target == errUsage }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:])
+	err := run(ctx, os.Args[1:], os.Stdout)
 	stop()
+	var ue *usageError
 	switch {
-	case errors.Is(err, errUsage):
-		fmt.Fprint(os.Stderr, usage)
+	case errors.As(err, &ue):
+		fmt.Fprintf(os.Stderr, "diamondd: %s\n\n%s", ue.why, ue.usage)
 		os.Exit(2)
 	case errors.Is(err, errFindings):
 		os.Exit(1)
@@ -61,35 +77,134 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string) error {
+// run runs the command in args; out takes what the command prints,
+// including the usage asked for with -h/--help.
+func run(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 0 {
-		return errUsage
+		return &usageError{why: "no command", usage: usage}
 	}
-	switch args[0] {
+	err := command(ctx, args[0], args[1:], out)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // the usage asked for is printed
+	}
+	return err
+}
+
+func command(ctx context.Context, name string, args []string, out io.Writer) error {
+	switch name {
 	case "serve":
+		f := newFlags("serve", serveUsage)
+		if _, err := f.parse(args, out); err != nil {
+			return err
+		}
 		cfg, err := config.Load()
 		if err != nil {
 			return fmt.Errorf("configuration:\n%w", err)
 		}
 		return serve(ctx, cfg, newLogger(cfg.LogLevel), nil)
 	case "migrate":
-		return migrate(ctx, args[1:])
+		return migrate(ctx, args, out)
 	case "token":
-		return token(args[1:], os.Stdout)
+		return token(args, out, time.Now())
 	case "ledger":
-		if len(args) != 2 || args[1] != "verify" {
-			return errUsage
+		f := newFlags("ledger", ledgerUsage)
+		pos, err := f.parse(args, out, "verify")
+		if err != nil {
+			return err
 		}
-		return verify(ctx, os.Stdout)
+		if pos[0] != "verify" {
+			return f.fail("unknown ledger command %q", pos[0])
+		}
+		return verify(ctx, out)
 	case "dev":
-		return dev(ctx, args[1:])
+		return dev(ctx, args, out)
 	case "sandbox":
-		return sandboxCmd(ctx, args[1:], os.Stdout)
-	case "help", "-h", "--help":
-		fmt.Print(usage)
+		return sandboxCmd(ctx, args, out)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(out, usage)
 		return nil
 	}
-	return errUsage
+	return &usageError{why: fmt.Sprintf("unknown command %q", name), usage: usage}
+}
+
+const serveUsage = `usage: diamondd serve
+
+Runs the HTTP API on HTTP_ADDR and the background workers until SIGTERM or
+Ctrl-C. The database must be migrated first (diamondd migrate up); serve
+refuses to start while a migration is pending. Configuration comes from the
+environment (README.md).
+`
+
+const ledgerUsage = `usage: diamondd ledger verify
+
+Recomputes every ledger invariant on DATABASE_URL. Exit status 0: they all
+hold; 1: a report of the broken ones is printed; 3: the check could not run.
+`
+
+// cmdFlags is a command's flag set and its usage text. The flag package
+// prints nothing itself: -h/--help go to the command's output (exit 0),
+// mistakes to main as a usageError (exit 2).
+type cmdFlags struct {
+	*flag.FlagSet
+	synopsis string
+}
+
+func newFlags(name, synopsis string) *cmdFlags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return &cmdFlags{fs, synopsis}
+}
+
+// usage is the synopsis followed by the flags, if any.
+func (f *cmdFlags) usage() string {
+	var b strings.Builder
+	b.WriteString(f.synopsis)
+	hasFlags := false
+	f.VisitAll(func(*flag.Flag) { hasFlags = true })
+	if hasFlags {
+		b.WriteString("\nflags:\n")
+		f.SetOutput(&b)
+		f.PrintDefaults()
+		f.SetOutput(io.Discard)
+	}
+	return b.String()
+}
+
+// fail is a usage error of this command.
+func (f *cmdFlags) fail(format string, a ...any) error {
+	return &usageError{why: fmt.Sprintf(format, a...), usage: f.usage()}
+}
+
+// parse parses args, whose flags may come before, between or after the
+// positional arguments (the flag package alone stops at the first of
+// these), and wants exactly the positional arguments named: a missing or
+// extra one is a usage error. -h/--help prints the usage to out and returns
+// flag.ErrHelp, which run turns into exit 0.
+func (f *cmdFlags) parse(args []string, out io.Writer, want ...string) ([]string, error) {
+	var pos []string
+	for {
+		err := f.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(out, f.usage())
+			return nil, err
+		}
+		if err != nil {
+			return nil, f.fail("%v", err)
+		}
+		if f.NArg() == 0 {
+			break
+		}
+		pos = append(pos, f.Arg(0))
+		args = f.Args()[1:]
+	}
+	if len(pos) < len(want) {
+		return nil, f.fail("missing %s", want[len(pos)])
+	}
+	if len(pos) > len(want) {
+		return nil, f.fail("unexpected argument %q", pos[len(want)])
+	}
+	return pos, nil
 }
 
 func newLogger(level string) *slog.Logger {

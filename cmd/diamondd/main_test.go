@@ -5,8 +5,10 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -15,7 +17,15 @@ import (
 	"github.com/diamondd/diamondd/internal/platform/postgres/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	// TestExitStatus runs this binary as diamondd itself.
+	if args, ok := os.LookupEnv(asMain); ok {
+		os.Args = append([]string{"diamondd"}, strings.Fields(args)...)
+		main()
+		os.Exit(0)
+	}
+	pgtest.Main(m)
+}
 
 // The commands an operator runs, on a real database: verify finds nothing on
 // a sound ledger, exits 1 on a planted corruption; the sandbox helper pays an
@@ -28,7 +38,7 @@ func TestCommands(t *testing.T) {
 	t.Setenv("JWT_SECRET", apptest.Secret)
 
 	var out bytes.Buffer
-	require.NoError(t, token([]string{"--sub", "u1", "--role", "user"}, &out))
+	require.NoError(t, token([]string{"--sub", "u1", "--role", "user"}, &out, time.Now()))
 	tok := strings.TrimSpace(out.String())
 	o := h.Recharge(tok, map[string]any{"channel": "sandbox", "package_id": "p60"}, "k")
 	out.Reset()
@@ -48,8 +58,8 @@ func TestCommands(t *testing.T) {
 	require.ErrorIs(t, verify(ctx, &out), errFindings)
 	require.Contains(t, out.String(), "wallet differs from postings: user u1: wallet available=120")
 
-	require.ErrorIs(t, run(ctx, []string{"ledger"}), errUsage)
-	require.ErrorContains(t, token([]string{"--sub", "x", "--role", "admin"}, &out), "--role")
+	require.ErrorIs(t, run(ctx, []string{"ledger"}, &out), errUsage)
+	require.ErrorContains(t, token([]string{"--sub", "x", "--role", "admin"}, &out, time.Now()), "--role")
 
 	// an order marked paid that never credited (a lost credit)
 	lost := h.Recharge(h.Token("u2", auth.RoleUser), map[string]any{"channel": "sandbox", "package_id": "p60"}, "k2")

@@ -30,6 +30,7 @@ const stopGrace = 5 * time.Second
 // and their connections closed; the rest of the stop takes at most
 // stopGrace. That is the timeout doing its job, not a failure: it is logged
 // and serve returns nil. ready, when set, receives the listening address.
+// A database with migrations pending is refused before anything starts.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(addr string)) error {
 	pool, err := postgres.Open(ctx, cfg.DatabaseURL, cfg.DBMaxConns)
 	if err != nil {
@@ -42,6 +43,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 			log.Warn("workers or database connections still busy after shutdown; not waiting for them", "waited", stopGrace)
 		}
 	}()
+	// On a database behind its migrations every data route would answer
+	// 500 and every worker round fail; better not to start at all.
+	pending, err := postgres.Pending(ctx, pool)
+	if err != nil {
+		return fmt.Errorf("check migrations: %w", err)
+	}
+	if pending {
+		return errors.New("the database has migrations pending: run `diamondd migrate up` first (`diamondd migrate status` lists them)")
+	}
 	a, err := app.New(ctx, cfg, app.Options{Pool: pool, Log: log})
 	if err != nil {
 		return err
