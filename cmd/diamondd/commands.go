@@ -8,7 +8,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/diamondd/diamondd/internal/app"
@@ -123,7 +122,7 @@ func token(args []string, out io.Writer, now time.Time) error {
 		return fmt.Errorf("JWT_SECRET must be at least %d characters: serve refuses a shorter one", minJWTSecret)
 	}
 	p := auth.Principal{Subject: *sub, Role: auth.Role(*role), Birthdate: *birthdate}
-	tok, err := signToken(secret, os.Getenv("JWT_ISSUER"), os.Getenv("JWT_AUDIENCE"), p, *ttl, now)
+	tok, err := auth.SignFor([]byte(secret), os.Getenv("JWT_ISSUER"), os.Getenv("JWT_AUDIENCE"), p, *ttl, now)
 	if err != nil {
 		return err
 	}
@@ -136,36 +135,6 @@ const minJWTSecret = 16
 
 // beijing is the time zone the server counts ages in (no daylight saving).
 var beijing = time.FixedZone("CST", 8*60*60)
-
-// tokenClaims are auth's claims (auth.Sign's), plus iss and aud.
-type tokenClaims struct {
-	jwt.RegisteredClaims
-	Role      auth.Role `json:"role"`
-	Birthdate string    `json:"birthdate,omitempty"`
-}
-
-// signToken is auth.Sign with iss and aud, which serve checks when
-// JWT_ISSUER and JWT_AUDIENCE are set; empty ones are left out.
-func signToken(secret, issuer, audience string, p auth.Principal, ttl time.Duration, now time.Time) (string, error) {
-	c := tokenClaims{
-		RegisteredClaims: jwt.RegisteredClaims{
-			Issuer:    issuer,
-			Subject:   p.Subject,
-			IssuedAt:  jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-		},
-		Role:      p.Role,
-		Birthdate: p.Birthdate,
-	}
-	if audience != "" {
-		c.Audience = jwt.ClaimStrings{audience}
-	}
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(secret))
-	if err != nil {
-		return "", fmt.Errorf("sign token: %w", err)
-	}
-	return s, nil
-}
 
 func verify(ctx context.Context, out io.Writer) error {
 	pool, err := openDatabase(ctx)

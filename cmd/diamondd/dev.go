@@ -72,7 +72,7 @@ func dev(ctx context.Context, args []string, out io.Writer) error {
 		{Subject: "lead-1", Role: auth.RoleSupportLead},
 		{Subject: "gift-service", Role: auth.RoleService},
 	} {
-		tok, err := signToken(cfg.JWTSecret, cfg.JWTIssuer, cfg.JWTAudience, p, 24*time.Hour, time.Now())
+		tok, err := auth.SignFor([]byte(cfg.JWTSecret), cfg.JWTIssuer, cfg.JWTAudience, p, 24*time.Hour, time.Now())
 		if err != nil {
 			return err
 		}

@@ -195,14 +195,24 @@ func (v *Verifier) key(t *jwt.Token) (any, error) {
 
 // Sign makes an HS256 token, for `diamondd token` and tests.
 func Sign(secret []byte, p Principal, ttl time.Duration, now time.Time) (string, error) {
+	return SignFor(secret, "", "", p, ttl, now)
+}
+
+// SignFor is Sign with an issuer and an audience (each left out when
+// empty), for a service that checks JWT_ISSUER and JWT_AUDIENCE.
+func SignFor(secret []byte, issuer, audience string, p Principal, ttl time.Duration, now time.Time) (string, error) {
 	c := claims{
 		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    issuer,
 			Subject:   p.Subject,
 			IssuedAt:  jwt.NewNumericDate(now),
 			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
 		},
 		Role:      p.Role,
 		Birthdate: p.Birthdate,
+	}
+	if audience != "" {
+		c.Audience = jwt.ClaimStrings{audience}
 	}
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
 	if err != nil {
