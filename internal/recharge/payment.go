@@ -110,11 +110,11 @@ func (s *Service) HandleEvent(ctx context.Context, chName string, ev channel.Eve
 			_, err := s.applyPayment(ctx, tx, &o, t, "channel:"+chName, closing)
 			return err
 		case channel.EventPaymentFailed, channel.EventPaymentClosed:
-			if o.Status == StatusFailed && ev.Type == channel.EventPaymentClosed {
+			if o.Status == StatusFailed && ev.Type == channel.EventPaymentClosed && o.CheckAfter != nil {
 				// The channel closed what the failed attempt left open.
 				fin := &pgx.Batch{}
 				s.queueUnwatch(fin, &o, "channel:"+chName, "closed at the channel")
-				closing(fin, "stale")
+				closing(fin, StatusClosed)
 				return tx.SendBatch(ctx, fin).Close()
 			}
 			if o.Status != StatusPending {
@@ -177,7 +177,7 @@ func (s *Service) queueFinish(b *pgx.Batch, o *Order, status, actor, note string
 	b.Queue(`UPDATE orders SET status = $3, closed_at = $4, updated_at = $4, check_after = $5
 		WHERE user_id = $1 AND id = $2`, o.UserID, o.ID, status, now, checkAfter)
 	queueTimeline(b, s.newID(), o.UserID, o.ID, status, actor, note, now)
-	o.Status, o.ClosedAt, o.UpdatedAt = status, &now, now
+	o.Status, o.ClosedAt, o.UpdatedAt, o.CheckAfter = status, &now, now, checkAfter
 }
 
 // watched reports whether the pending-order worker still looks at an order
@@ -207,7 +207,7 @@ func (s *Service) queueUnwatch(b *pgx.Batch, o *Order, actor, note string) {
 	now := s.now().UTC()
 	b.Queue(`UPDATE orders SET check_after = NULL, updated_at = $3 WHERE user_id = $1 AND id = $2`, o.UserID, o.ID, now)
 	queueTimeline(b, s.newID(), o.UserID, o.ID, o.Status, actor, note, now)
-	o.UpdatedAt = now
+	o.UpdatedAt, o.CheckAfter = now, nil
 }
 
 // FlagExternalRefund marks an order whose payment the channel reports
@@ -353,7 +353,7 @@ func (s *Service) applyPayment(ctx context.Context, tx pgx.Tx, o *Order, t trade
 		)
 		INSERT INTO timeline (user_id, object_id, id, status, actor, note, at) VALUES ($1, $2, $8, 'paid', $9, $10, $4)`,
 		o.UserID, o.ID, tradeNo, now, o.Flags, riskJSON, a.Score, s.newID(), actor, note)
-	o.Status, o.TradeNo, o.PaidAt, o.UpdatedAt, o.Risk, o.RiskScore = StatusPaid, &tradeNo, &now, now, riskJSON, a.Score
+	o.Status, o.TradeNo, o.PaidAt, o.UpdatedAt, o.Risk, o.RiskScore, o.CheckAfter = StatusPaid, &tradeNo, &now, now, riskJSON, a.Score, nil
 	if closing != nil {
 		closing(fin, outcome)
 	}

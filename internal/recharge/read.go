@@ -33,6 +33,10 @@ type Order struct {
 	UpdatedAt time.Time
 	PaidAt    *time.Time
 	ClosedAt  *time.Time
+	// CheckAfter is when the pending-order worker looks at the order next;
+	// nil once it no longer watches it (paid, closed, or failed and closed
+	// at its channel).
+	CheckAfter *time.Time
 }
 
 // TimelineEntry is one transition.
@@ -54,13 +58,14 @@ type Payment struct {
 }
 
 const orderColumns = `user_id, id, channel, package_id, amount_fen, diamonds, status, minor, pay, trade_no,
-	flags, risk, risk_score, expires_at, created_at, updated_at, paid_at, closed_at`
+	flags, risk, risk_score, expires_at, created_at, updated_at, paid_at, closed_at, check_after`
 
 func scanOrder(row pgx.Row) (Order, error) {
 	var o Order
 	var pay []byte
 	err := row.Scan(&o.UserID, &o.ID, &o.Channel, &o.PackageID, &o.AmountFen, &o.Diamonds, &o.Status, &o.Minor,
-		&pay, &o.TradeNo, &o.Flags, &o.Risk, &o.RiskScore, &o.ExpiresAt, &o.CreatedAt, &o.UpdatedAt, &o.PaidAt, &o.ClosedAt)
+		&pay, &o.TradeNo, &o.Flags, &o.Risk, &o.RiskScore, &o.ExpiresAt, &o.CreatedAt, &o.UpdatedAt, &o.PaidAt, &o.ClosedAt,
+		&o.CheckAfter)
 	if err != nil {
 		return o, err
 	}

@@ -578,8 +578,18 @@ func TestFailedOrderWatchedUntilClosed(t *testing.T) {
 	require.Equal(t, "failed", admin(neverPaid)["status"])
 	// a channel that closes the order itself ends the watch
 	closedThere := fail("c")
-	require.Equal(t, 200, h.Webhook(map[string]any{"event_id": "c-c", "type": "payment.closed", "order_id": closedThere}).Status)
-	require.Equal(t, "failed", admin(closedThere)["status"])
+	for _, ev := range []string{"c-1", "c-2"} { // notified twice: noted once
+		require.Equal(t, 200, h.Webhook(map[string]any{"event_id": ev, "type": "payment.closed", "order_id": closedThere}).Status)
+	}
+	c := admin(closedThere)
+	require.Equal(t, "failed", c["status"])
+	notes := 0
+	for _, e := range c["timeline"].([]any) {
+		if strings.Contains(e.(map[string]any)["note"].(string), "closed at the channel") {
+			notes++
+		}
+	}
+	require.Equal(t, 1, notes)
 
 	// paid with another card; its notification is lost
 	fake.pay(paidByQuery, "T-q2", 600)
