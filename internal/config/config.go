@@ -223,8 +223,8 @@ func (c Config) Validate() error {
 	if c.ReviewThresholdFen <= 0 {
 		errs = append(errs, errors.New("REVIEW_THRESHOLD_FEN must be positive"))
 	}
-	// 0 switches a risk rule off (risk.Thresholds); a negative value is a
-	// typo that would do the same silently.
+	// 0 switches a risk rule off, or for RISK_UNUSUAL_MIN_FEN drops the
+	// rule's minimum (risk.Thresholds); a negative value is a typo.
 	if c.RiskDuplicateWindow < 0 || c.RiskBurstWindow < 0 {
 		errs = append(errs, errors.New("RISK_DUPLICATE_WINDOW and RISK_BURST_WINDOW must be 0 (off) or positive durations"))
 	}

@@ -97,8 +97,11 @@ type Refund struct {
 	ChannelRefundID *string
 	FailureReason   *string
 	Attempts        int
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
+	// SubmittedAt: when a call that may reach the channel was first
+	// started; nil while the channel cannot have the refund.
+	SubmittedAt *time.Time
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
 }
 
 // Actor is who acts: a user, a support agent, or the system.
@@ -141,7 +144,7 @@ func invalidState(format string, args ...any) error {
 
 const refundColumns = `user_id, id, order_id, channel, trade_no, kind, status, amount_fen, diamonds, held, clawback,
 	reason_code, description, evidence, resubmissions, priority, created_by, created_by_role, decided_by,
-	auto_approved, sla_deadline, channel_refund_id, failure_reason, attempts, created_at, updated_at`
+	auto_approved, sla_deadline, channel_refund_id, failure_reason, attempts, submitted_at, created_at, updated_at`
 
 func scanRefund(row pgx.Row) (Refund, error) {
 	var r Refund
@@ -149,7 +152,7 @@ func scanRefund(row pgx.Row) (Refund, error) {
 	err := row.Scan(&r.UserID, &r.ID, &r.OrderID, &r.Channel, &r.TradeNo, &r.Kind, &r.Status, &r.AmountFen,
 		&r.Diamonds, &r.Held, &r.Clawback, &r.ReasonCode, &r.Description, &evidence, &r.Resubmissions, &r.Priority,
 		&r.CreatedBy, &r.CreatedByRole, &r.DecidedBy, &r.AutoApproved, &r.SLADeadline, &r.ChannelRefundID,
-		&r.FailureReason, &r.Attempts, &r.CreatedAt, &r.UpdatedAt)
+		&r.FailureReason, &r.Attempts, &r.SubmittedAt, &r.CreatedAt, &r.UpdatedAt)
 	if err != nil {
 		return r, err
 	}

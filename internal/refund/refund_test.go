@@ -33,6 +33,11 @@ type bank struct {
 	calls    map[string]int
 	timeouts int    // the next submissions time out after applying
 	settle   string // "": processing; "succeeded" or "failed" at once
+	// The first submission of refund slow is applied, then its answer held
+	// until gate is closed (started is closed when it waits): a slow
+	// channel, or a process that dies between the call and its recording.
+	slow          string
+	started, gate chan struct{}
 }
 
 func newBank(t *testing.T, now func() time.Time) *bank {
@@ -43,11 +48,17 @@ func newBank(t *testing.T, now func() time.Time) *bank {
 
 func (b *bank) Refund(_ context.Context, r channel.RefundRequest) (channel.RefundStatus, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.calls[r.RefundID]++
 	if _, ok := b.applied[r.RefundID]; !ok {
 		b.applied[r.RefundID] = r.AmountFen
 	}
+	if r.RefundID == b.slow && b.calls[r.RefundID] == 1 {
+		b.mu.Unlock()
+		close(b.started)
+		<-b.gate
+		b.mu.Lock()
+	}
+	defer b.mu.Unlock()
 	if b.timeouts > 0 {
 		b.timeouts--
 		return channel.RefundStatus{}, errors.New("context deadline exceeded")

@@ -237,6 +237,44 @@ func TestRefundHeldWhileInDebtPaysTheDebt(t *testing.T) {
 	f.RequireClean()
 }
 
+// A refund whose first submission went out is never stopped for debt, even
+// when its answer was never recorded: here the call outlives its lease
+// while the user falls into debt, and another round looks at the refund.
+// The channel has it and pays it back, so it must not be failed, nor its
+// hold given to the debt.
+func TestRefundSentBeforeTheDebtIsNotStopped(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	a := f.paidOrder(t, 1000)
+	f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "s", Body: map[string]any{"user_id": "u1", "diamonds": 100, "reference": "g"}}).RequireStatus(t, 201)
+	aid := f.Do("POST", "/v1/admin/refunds", apptest.Req{Token: f.agent, Key: "a", Body: map[string]any{
+		"order_id": a, "user_id": "u1", "reason_code": "minor_recharge", "clawback": "allow_debt"}}).RequireStatus(t, 201).JSON()["id"].(string)
+	f.Do("POST", "/v1/admin/refunds/"+aid+"/approve", apptest.Req{Token: f.agent2, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
+
+	b := f.paidOrder(t, 700)
+	bid := f.refund(t, f.user, "b", map[string]any{"order_id": b, "reason_code": "other"}).RequireStatus(t, 201).JSON()["id"].(string)
+	f.bank.mu.Lock()
+	f.bank.slow, f.bank.started, f.bank.gate = bid, make(chan struct{}), make(chan struct{})
+	f.bank.mu.Unlock()
+	approved := make(chan int, 1)
+	go func() {
+		approved <- f.Do("POST", "/v1/admin/refunds/"+bid+"/approve", apptest.Req{Token: f.agent, Body: map[string]any{"note": "ok"}}).Status
+	}()
+	<-f.bank.started // B's refund is at the channel; its answer is not back
+
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "a-ok", "type": "refund.succeeded", "refund_id": aid}).Status)
+	f.Clock.Advance(2 * time.Minute) // past B's lease
+	f.RunWorkers()
+	close(f.bank.gate)
+	require.Equal(t, 200, <-approved)
+
+	require.NotEqual(t, "failed", f.admin(t, bid)["status"], "sent, so never stopped")
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "b-ok", "type": "refund.succeeded", "refund_id": bid}).Status)
+	require.Equal(t, "succeeded", f.admin(t, bid)["status"])
+	require.Equal(t, [3]int64{0, 0, 100}, f.wallet(t), "B's diamonds went back with its money; the debt waits for a recharge")
+	f.RequireClean()
+}
+
 // reopen after rejection, then a channel failure;
 // then a new refund of the same order succeeds. Every hold and release has
 // its own reference and the ledger stays clean.

@@ -120,7 +120,7 @@ func (s *Service) work(ctx context.Context, r Refund, lease time.Time) error {
 	if err != nil {
 		return fmt.Errorf("channel %s: %w", r.Channel, err)
 	}
-	if stopped, err := s.stopForDebt(ctx, r); err != nil || stopped {
+	if stopped, err := s.firstSubmission(ctx, r); err != nil || stopped {
 		return err
 	}
 	o, err := s.recharges.Get(ctx, "", r.OrderID)
@@ -192,43 +192,45 @@ func (s *Service) work(ctx context.Context, r Refund, lease time.Time) error {
 	})
 }
 
-// stopForDebt fails, instead of sending it, an unspent_only refund that
-// holds diamonds while its user owes diamonds: an agent's allow_debt refund
-// of another order settled since this one was accepted. Those diamonds pay
-// the debt first, as a recharge's would (end releases them, and a release
-// repays debt first); sent, they would go back for money while the debt
-// stayed. Only a first submission is stopped: after a call whose outcome is
-// unknown, the channel may have paid the refund already. A refund already
-// sent when the debt arose is paid; the debt then waits for a recharge.
-func (s *Service) stopForDebt(ctx context.Context, r Refund) (bool, error) {
-	if r.Status != StatusApproved || r.Attempts > 0 || r.Clawback != ClawbackUnspentOnly || r.Held == 0 {
+// firstSubmission records, before the first call that may reach the
+// channel, that the channel may now have the refund (submitted_at). Until
+// then an unspent_only refund that holds diamonds is failed instead, if its
+// user owes diamonds by now (an agent's allow_debt refund of another order
+// settled since this one was accepted): those diamonds pay the debt first,
+// as a recharge's would (end releases them, and a release repays debt
+// first); sent, they would go back for money while the debt stayed. Once
+// submitted, a refund is never stopped: a call may have reached the channel
+// whatever became of its answer. A debt that arises after the mark waits
+// for a recharge, as it does when a refund is already paid.
+func (s *Service) firstSubmission(ctx context.Context, r Refund) (stopped bool, err error) {
+	if r.Status != StatusApproved || r.SubmittedAt != nil {
 		return false, nil
 	}
-	var debt int64
-	err := s.pool.QueryRow(ctx, `SELECT debt FROM wallets WHERE user_id = $1`, r.UserID).Scan(&debt)
-	if errors.Is(err, pgx.ErrNoRows) || debt == 0 {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read the debt of %s: %w", r.UserID, err)
-	}
-	stopped := false
 	err = postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
 		cur, _, err := s.lockForSettlement(ctx, tx, r.UserID, r.ID)
-		if err != nil || cur.Status != StatusApproved || cur.Attempts > 0 || cur.Held == 0 {
+		if err != nil || cur.Status != StatusApproved || cur.SubmittedAt != nil {
 			return err
 		}
-		bal, err := s.ledger.Lock(ctx, tx, r.UserID)
-		if err != nil || bal.Debt == 0 {
-			return err
+		if cur.Clawback == ClawbackUnspentOnly && cur.Held > 0 {
+			// Read, not locked: the wallet comes after sibling refunds in
+			// the lock order, and end may lock those.
+			var debt int64
+			err := tx.QueryRow(ctx, `SELECT coalesce((SELECT debt FROM wallets WHERE user_id = $1), 0)`, r.UserID).Scan(&debt)
+			if err != nil {
+				return fmt.Errorf("read the debt of %s: %w", r.UserID, err)
+			}
+			if debt > 0 {
+				stopped = true
+				note := fmt.Sprintf("not sent to the channel: the user owes %d diamonds, which the %d held for this refund pay first",
+					debt, cur.Held)
+				return s.end(ctx, tx, &cur, StatusFailed, Actor{ID: "debt", Role: "system"}, note, nil)
+			}
 		}
-		stopped = true
-		note := fmt.Sprintf("not sent to the channel: the user owes %d diamonds, which the %d held for this refund pay first",
-			bal.Debt, cur.Held)
-		return s.end(ctx, tx, &cur, StatusFailed, Actor{ID: "debt", Role: "system"}, note, nil)
+		_, err = tx.Exec(ctx, `UPDATE refunds SET submitted_at = $3 WHERE user_id = $1 AND id = $2`, r.UserID, r.ID, s.now().UTC())
+		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("stop refund %s for debt: %w", r.ID, err)
+		return false, fmt.Errorf("submit refund %s: %w", r.ID, err)
 	}
 	return stopped, nil
 }
