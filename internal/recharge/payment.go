@@ -191,6 +191,9 @@ func (s *Service) closeUnpaid(ctx context.Context, tx pgx.Tx, o *Order, actor, n
 	if o.Status == StatusPending {
 		return s.finish(ctx, tx, o, StatusClosed, actor, note)
 	}
+	if o.CheckAfter == nil {
+		return nil // its channel's own close notification came first
+	}
 	if !strings.HasPrefix(note, "closed at the channel") {
 		note = "closed at the channel: " + note
 	}

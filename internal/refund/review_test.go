@@ -275,6 +275,47 @@ func TestRefundSentBeforeTheDebtIsNotStopped(t *testing.T) {
 	f.RequireClean()
 }
 
+// A rolling deploy: a binary from before submitted_at (migration 0007)
+// submits a refund without marking it, and its call times out (attempts = 1,
+// the channel applied it). The user then falls into debt, and a new replica
+// takes the refund over: a call was made, so it is not stopped.
+func TestRefundSentByAnOlderBinaryIsNotStopped(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	a := f.paidOrder(t, 1000)
+	f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "s", Body: map[string]any{"user_id": "u1", "diamonds": 100, "reference": "g"}}).RequireStatus(t, 201)
+	aid := f.Do("POST", "/v1/admin/refunds", apptest.Req{Token: f.agent, Key: "a", Body: map[string]any{
+		"order_id": a, "user_id": "u1", "reason_code": "minor_recharge", "clawback": "allow_debt"}}).RequireStatus(t, 201).JSON()["id"].(string)
+	f.Do("POST", "/v1/admin/refunds/"+aid+"/approve", apptest.Req{Token: f.agent2, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
+
+	b := f.paidOrder(t, 700)
+	bid := f.refund(t, f.user, "b", map[string]any{"order_id": b, "reason_code": "other"}).RequireStatus(t, 201).JSON()["id"].(string)
+	f.bank.mu.Lock()
+	f.bank.timeouts = 1 // applied at the channel, the answer lost
+	f.bank.mu.Unlock()
+	f.Do("POST", "/v1/admin/refunds/"+bid+"/approve", apptest.Req{Token: f.agent, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
+	// What a pre-2dcc9bf binary leaves after that call: attempts = 1, no submitted_at.
+	_, err := f.Pool.Exec(ctx, `UPDATE refunds SET submitted_at = NULL WHERE id = $1`, bid)
+	require.NoError(t, err)
+	var attempts int
+	require.NoError(t, f.Pool.QueryRow(ctx, `SELECT attempts FROM refunds WHERE id = $1`, bid).Scan(&attempts))
+	require.Equal(t, 1, attempts)
+	f.bank.mu.Lock()
+	_, atChannel := f.bank.applied[bid]
+	f.bank.mu.Unlock()
+	require.True(t, atChannel, "the channel has B's refund")
+
+	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "a-ok", "type": "refund.succeeded", "refund_id": aid}).Status)
+	require.Equal(t, [3]int64{0, 70, 100}, f.wallet(t))
+	f.Clock.Advance(2 * time.Minute)
+	f.RunWorkers() // a new replica
+
+	got := f.admin(t, bid)
+	t.Logf("B: status=%v failure=%v wallet=%v", got["status"], got["failure_reason"], f.wallet(t))
+	require.NotEqual(t, "failed", got["status"], "B was sent (attempts=1): the channel paid it, it must not be failed and its hold given to the debt")
+}
+
 // reopen after rejection, then a channel failure;
 // then a new refund of the same order succeeds. Every hold and release has
 // its own reference and the ledger stays clean.

@@ -203,12 +203,13 @@ func (s *Service) work(ctx context.Context, r Refund, lease time.Time) error {
 // whatever became of its answer. A debt that arises after the mark waits
 // for a recharge, as it does when a refund is already paid.
 func (s *Service) firstSubmission(ctx context.Context, r Refund) (stopped bool, err error) {
-	if r.Status != StatusApproved || r.SubmittedAt != nil {
+	if r.Status != StatusApproved || r.submitted() {
 		return false, nil
 	}
 	err = postgres.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+		stopped = false // the transaction may be run again
 		cur, _, err := s.lockForSettlement(ctx, tx, r.UserID, r.ID)
-		if err != nil || cur.Status != StatusApproved || cur.SubmittedAt != nil {
+		if err != nil || cur.Status != StatusApproved || cur.submitted() {
 			return err
 		}
 		if cur.Clawback == ClawbackUnspentOnly && cur.Held > 0 {
@@ -233,6 +234,13 @@ func (s *Service) firstSubmission(ctx context.Context, r Refund) (stopped bool, 
 		return false, fmt.Errorf("submit refund %s: %w", r.ID, err)
 	}
 	return stopped, nil
+}
+
+// submitted reports whether a call may have reached the channel: marked so,
+// or, from a binary that did not mark it (a rolling deploy), a call made or
+// answered.
+func (r Refund) submitted() bool {
+	return r.SubmittedAt != nil || r.Attempts > 0 || r.ChannelRefundID != nil
 }
 
 // lockForSettlement locks a refund's order, then the refund. Every
