@@ -204,6 +204,22 @@ func TestAllowDebtSettlementTakesAvailableFirst(t *testing.T) {
 	require.False(t, w[0] > 0 && w[2] > 0, "available %d and debt %d at once", w[0], w[2])
 }
 
+// debtAhead sets up a user about to fall into debt: order A's 100 diamonds
+// are spent and an agent's approved allow_debt refund of A waits at the
+// channel; order B's 70 diamonds are held by the user's own refund of B. It
+// returns A's and B's refund ids.
+func debtAhead(t *testing.T, f *fixture) (aid, bid string) {
+	t.Helper()
+	a := f.paidOrder(t, 1000)
+	f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "s", Body: map[string]any{"user_id": "u1", "diamonds": 100, "reference": "g"}}).RequireStatus(t, 201)
+	aid = f.Do("POST", "/v1/admin/refunds", apptest.Req{Token: f.agent, Key: "a", Body: map[string]any{
+		"order_id": a, "user_id": "u1", "reason_code": "minor_recharge", "clawback": "allow_debt"}}).RequireStatus(t, 201).JSON()["id"].(string)
+	f.Do("POST", "/v1/admin/refunds/"+aid+"/approve", apptest.Req{Token: f.agent2, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
+	b := f.paidOrder(t, 700)
+	bid = f.refund(t, f.user, "b", map[string]any{"order_id": b, "reason_code": "other"}).RequireStatus(t, 201).JSON()["id"].(string)
+	return aid, bid
+}
+
 // A user's refund that holds diamonds is not paid out while the user owes
 // diamonds: an agent's allow_debt refund of another order settled after it
 // was accepted. It fails before reaching the channel, and what it held pays
@@ -212,15 +228,7 @@ func TestAllowDebtSettlementTakesAvailableFirst(t *testing.T) {
 func TestRefundHeldWhileInDebtPaysTheDebt(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	a := f.paidOrder(t, 1000) // 100 diamonds, all spent
-	f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "s", Body: map[string]any{"user_id": "u1", "diamonds": 100, "reference": "g"}}).RequireStatus(t, 201)
-	ag := f.Do("POST", "/v1/admin/refunds", apptest.Req{Token: f.agent, Key: "a",
-		Body: map[string]any{"order_id": a, "user_id": "u1", "reason_code": "minor_recharge", "clawback": "allow_debt"}}).RequireStatus(t, 201).JSON()
-	aid := ag["id"].(string)
-	f.Do("POST", "/v1/admin/refunds/"+aid+"/approve", apptest.Req{Token: f.agent2, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
-
-	b := f.paidOrder(t, 700) // 70 diamonds, held at once for the user's refund
-	bid := f.refund(t, f.user, "b", map[string]any{"order_id": b, "reason_code": "other"}).RequireStatus(t, 201).JSON()["id"].(string)
+	aid, bid := debtAhead(t, f)
 	require.Equal(t, [3]int64{0, 70, 0}, f.wallet(t))
 	require.Equal(t, 200, f.Webhook(map[string]any{"event_id": "a-ok", "type": "refund.succeeded", "refund_id": aid}).Status)
 	require.Equal(t, [3]int64{0, 70, 100}, f.wallet(t))
@@ -245,14 +253,7 @@ func TestRefundHeldWhileInDebtPaysTheDebt(t *testing.T) {
 func TestRefundSentBeforeTheDebtIsNotStopped(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	a := f.paidOrder(t, 1000)
-	f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "s", Body: map[string]any{"user_id": "u1", "diamonds": 100, "reference": "g"}}).RequireStatus(t, 201)
-	aid := f.Do("POST", "/v1/admin/refunds", apptest.Req{Token: f.agent, Key: "a", Body: map[string]any{
-		"order_id": a, "user_id": "u1", "reason_code": "minor_recharge", "clawback": "allow_debt"}}).RequireStatus(t, 201).JSON()["id"].(string)
-	f.Do("POST", "/v1/admin/refunds/"+aid+"/approve", apptest.Req{Token: f.agent2, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
-
-	b := f.paidOrder(t, 700)
-	bid := f.refund(t, f.user, "b", map[string]any{"order_id": b, "reason_code": "other"}).RequireStatus(t, 201).JSON()["id"].(string)
+	aid, bid := debtAhead(t, f)
 	f.bank.mu.Lock()
 	f.bank.slow, f.bank.started, f.bank.gate = bid, make(chan struct{}), make(chan struct{})
 	f.bank.mu.Unlock()
@@ -283,14 +284,7 @@ func TestRefundSentByAnOlderBinaryIsNotStopped(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
-	a := f.paidOrder(t, 1000)
-	f.Do("POST", "/v1/spends", apptest.Req{Token: f.service, Key: "s", Body: map[string]any{"user_id": "u1", "diamonds": 100, "reference": "g"}}).RequireStatus(t, 201)
-	aid := f.Do("POST", "/v1/admin/refunds", apptest.Req{Token: f.agent, Key: "a", Body: map[string]any{
-		"order_id": a, "user_id": "u1", "reason_code": "minor_recharge", "clawback": "allow_debt"}}).RequireStatus(t, 201).JSON()["id"].(string)
-	f.Do("POST", "/v1/admin/refunds/"+aid+"/approve", apptest.Req{Token: f.agent2, Body: map[string]any{"note": "ok"}}).RequireStatus(t, 200)
-
-	b := f.paidOrder(t, 700)
-	bid := f.refund(t, f.user, "b", map[string]any{"order_id": b, "reason_code": "other"}).RequireStatus(t, 201).JSON()["id"].(string)
+	aid, bid := debtAhead(t, f)
 	f.bank.mu.Lock()
 	f.bank.timeouts = 1 // applied at the channel, the answer lost
 	f.bank.mu.Unlock()
